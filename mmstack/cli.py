@@ -1,0 +1,105 @@
+"""The ``mmstack`` command line: the verbs of DESIGN.md, nothing else."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import MmstackError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="mmstack: multimodal Kaggle competition kit with honest CV and stacking.")
+STATE = {"debug": False}
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S", force=True)
+    for noisy in ("matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    STATE["debug"] = debug
+    _setup_logging(verbose)
+
+
+@app.command("make-data")
+def make_data(
+    task: Annotated[str, typer.Argument(help="Task whose synthetic data to write (avito).")],
+    out: Annotated[Path, typer.Option(help="Folder to write the Kaggle-format files into.")],
+    rows: Annotated[int, typer.Option(help="Training rows (test gets the Kaggle train:test ratio).")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    no_images: Annotated[bool, typer.Option("--no-images", help="Skip drawing JPEGs.")] = False,
+) -> None:
+    """Write the embedded synthetic dataset of a task (Kaggle file format, planted signal in every modality)."""
+    from .tasks import get_task
+
+    counts = get_task(task).make_data(out, rows=rows, seed=seed, images=not no_images)
+    typer.echo(", ".join(f"{k}: {v} rows" for k, v in counts.items()) + f" -> {out}")
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="Task config, e.g. configs/avito.toml.")],
+    input: Annotated[Optional[Path], typer.Option("--input", help="Input folder (default: task.input).")] = None,
+    workdir: Annotated[Path, typer.Option(help="Where features/, models/, oof/, submissions/ live.")] = Path("."),
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value.")] = None,
+) -> None:
+    """Run the pipeline: folds, features, level-1 models, stack, submission, metrics.json and report.html."""
+    from .config import Config
+    from .pipeline import run
+
+    cfg = Config.load(config, set_ or [])
+    run_dir = run(cfg, input, workdir)
+    typer.echo(f"submission: {run_dir / 'submission.csv'}")
+    typer.echo(f"report:     {run_dir / 'report.html'}")
+
+
+@app.command("runs")
+def runs_cmd(
+    workdir: Annotated[Path, typer.Option(help="Work folder holding submissions/.")] = Path("."),
+    task: Annotated[Optional[str], typer.Option(help="Only runs of this task.")] = None,
+) -> None:
+    """Leaderboard of past runs, best stack CV first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .metrics import LOWER_IS_BETTER
+    from .runs import load_runs
+    from .store import Store
+
+    runs = load_runs(Store(workdir), task)
+    if not runs:
+        typer.echo(f"no runs yet in {workdir / 'submissions'}")
+        return
+    models = sorted({m for r in runs for m in r["models"]})
+    runs.sort(key=lambda r: r["stack"] if LOWER_IS_BETTER.get(r["metric"], True) else -r["stack"])
+    table = Table(title=f"runs in {workdir}")
+    for col in ["run", "time", "task", "stack", *models, "changes"]:
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        changes = "; ".join(r["changes"][:3]) + (f" (+{len(r['changes']) - 3})" if len(r["changes"]) > 3 else "")
+        table.add_row(r["run_id"], r["time"], r["task"], f"{r['stack']:.5f}",
+                      *[f"{r['models'][m]:.5f}" if m in r["models"] else "" for m in models], changes)
+    Console(width=max(120, os.get_terminal_size().columns if sys.stdout.isatty() else 160)).print(table)
+
+
+def entry() -> None:
+    """Console entry point: one-line errors without tracebacks unless --debug."""
+    try:
+        app()
+    except MmstackError as exc:
+        if STATE["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished steps are cached, rerun to resume", err=True)
+        sys.exit(130)

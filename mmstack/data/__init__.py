@@ -1,0 +1,1 @@
+"""Task data: declared schemas, loaders, validators and synthetic generators, one module per task."""

@@ -1,0 +1,451 @@
+"""Synthetic Avito data in the Kaggle format, with demand planted in every modality.
+
+The generative story (also in the README):
+
+* **Places and categories.** 28 regions with 1-4 cities each; every city has a price level and a demand offset.
+  48 categories under 9 parents with the real parent mix; each has a median price and a base demand.
+  Each (category, region) pair has its own demand offset: a categorical interaction.
+* **Products.** Each category has a pool of products (noun, optional brand and adjective). A product has a
+  price factor, a demand of its own, and a look (object shape and colour class). Its name is the listing title,
+  so listings with the same normalised title share the product's demand: title-defined groups and same-title
+  edges of the listing graph carry signal.
+* **Sellers.** Private (71%), Company (25%) or Shop (4%) users with a hidden seller quality, a home city, a main
+  category and an activity level; shops and companies post many items (large item_seq_number). A seller's quality
+  raises the demand of all their items, shortens how long their other (active) items stay up in the periods file
+  and lowers how often they are relisted: the seller's history and graph neighbourhood carry signal.
+* **Listings.** price = category median x product factor x city level x exp(noise); the price relative to that
+  norm is the strongest single signal (cheaper sells). Titles and multi-line descriptions mention condition, size,
+  price and deal terms; phrases like "Срочно!" or "Новое, с биркой." raise demand, "Без торга." lowers it.
+* **Images.** A drawn object on a category-coloured background; its colour class changes demand (content) and
+  blur and brightness change it too (quality). 7.9% of listings have no image (lower demand). image_top_1 is a
+  noisy class id derived from category, shape and colour, like the real classifier output.
+* **Target.** A latent demand z sums all of the above plus noise. A listing gets deal_probability 0 unless
+  z + noise clears the threshold that leaves 63.4% zeros; otherwise sigmoid(b + 1.4 z + noise) with b solved so
+  the mean is 0.1475. Values above 0.985 become 1.0.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from PIL import Image, ImageDraw, ImageFilter
+from scipy.optimize import brentq
+from tqdm import tqdm
+
+from ..store import atomic_path, write_text
+from .avito_vocab import (ADJECTIVES, BRANDS, CATEGORIES, CONDITION_PHRASES, DEAL_PHRASES, FILLER_PHRASES,
+                          GENERIC_PARAM_1, PARAM_1, PARAM_3_VALUES, REGIONS, SIZES)
+
+log = logging.getLogger(__name__)
+
+ZERO_SHARE = 0.634
+TARGET_MEAN = 0.1475
+TEST_SHARE = 508_438 / 1_503_424
+TRAIN_DATES = pd.date_range("2017-03-15", "2017-03-28")
+TEST_DATES = pd.date_range("2017-04-12", "2017-04-18")
+USER_TYPES = np.array(["Private", "Company", "Shop"])
+# Listing shares are 71/25/4 (FACTS.md); companies and shops post more, so they are rarer as users.
+USER_TYPE_ACTIVITY = np.array([0.0, 0.5, 1.0])
+USER_TYPE_P = np.array([0.71, 0.25, 0.04]) / np.exp(USER_TYPE_ACTIVITY)
+USER_TYPE_P = USER_TYPE_P / USER_TYPE_P.sum()
+USER_TYPE_EFFECT = np.array([0.0, -0.25, -0.4])
+# Object colour classes: (RGB, planted demand effect). Warm, saturated objects sell better in this story.
+COLOURS = [((220, 40, 40), 0.35), ((240, 200, 30), 0.2), ((40, 160, 60), 0.0),
+           ((40, 80, 220), -0.1), ((120, 120, 120), -0.25), ((60, 40, 30), -0.35)]
+SHAPES = ("ellipse", "rectangle", "triangle", "stripes")
+NO_BRAND = {"Недвижимость", "Услуги", "Животные", "Растения", "Продукты питания", "Книги и журналы"}
+CLOTHES = {"Одежда, обувь, аксессуары", "Детская одежда и обувь"}
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything needed to draw one listing image deterministically."""
+
+    path: str
+    seed: int
+    background: tuple[int, int, int]
+    colour: tuple[int, int, int]
+    shape: str
+    blur: float
+    brightness: float
+    quality: int
+    size: tuple[int, int]
+
+
+def _hex_id(seed: int, kind: str, i: int, length: int) -> str:
+    return hashlib.sha256(f"{seed}:{kind}:{i}".encode()).hexdigest()[:length]
+
+
+def _nice_price(x: np.ndarray) -> np.ndarray:
+    """Round prices to two significant digits, as people write them (1500, 25000, 2400000)."""
+    x = np.maximum(x, 1.0)
+    digits = np.floor(np.log10(x)) - 1
+    step = np.power(10.0, np.maximum(digits, 0))
+    return np.round(x / step) * step
+
+
+def draw_image(spec: ImageSpec) -> None:
+    """Render one JPEG: object on a background, then blur, brightness and a little sensor noise."""
+    rng = np.random.default_rng(spec.seed)
+    w, h = spec.size
+    img = Image.new("RGB", spec.size, spec.background)
+    draw = ImageDraw.Draw(img)
+    cx, cy = rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.65) * h
+    rx, ry = rng.uniform(0.18, 0.32) * w, rng.uniform(0.2, 0.38) * h
+    box = (cx - rx, cy - ry, cx + rx, cy + ry)
+    if spec.shape == "ellipse":
+        draw.ellipse(box, fill=spec.colour)
+    elif spec.shape == "rectangle":
+        draw.rectangle(box, fill=spec.colour)
+    elif spec.shape == "triangle":
+        draw.polygon([(cx, cy - ry), (cx - rx, cy + ry), (cx + rx, cy + ry)], fill=spec.colour)
+    else:
+        for k in range(5):
+            y0 = cy - ry + k * 2 * ry / 5
+            draw.rectangle((cx - rx, y0, cx + rx, y0 + ry / 5), fill=spec.colour)
+    if spec.blur > 0.05:
+        img = img.filter(ImageFilter.GaussianBlur(spec.blur))
+    pixels = np.asarray(img, dtype=np.float32) * spec.brightness
+    pixels += rng.normal(0, 6, pixels.shape)
+    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    with atomic_path(Path(spec.path)) as tmp:
+        img.save(tmp, format="JPEG", quality=spec.quality)
+
+
+def _draw_batch(specs: list[ImageSpec]) -> int:
+    for spec in specs:
+        draw_image(spec)
+    return len(specs)
+
+
+class AvitoGenerator:
+    """Draws the world (places, categories, products, sellers), then listings, target and images."""
+
+    def __init__(self, rows: int, seed: int = 42, image_size: tuple[int, int] = (160, 120)):
+        if rows < 50:
+            raise ValueError("make-data avito needs --rows of at least 50")
+        self.n_train = rows
+        self.n_test = max(10, int(round(rows * TEST_SHARE)))
+        self.n_active = rows // 2
+        self.seed = seed
+        self.image_size = image_size
+        self.rng = np.random.default_rng(seed)
+        self._world()
+
+    # -- the world ------------------------------------------------------------------------------------
+    def _world(self) -> None:
+        rng = self.rng
+        cats = []
+        for parent, (share, members) in CATEGORIES.items():
+            weights = rng.dirichlet(np.full(len(members), 2.0)) * share
+            for (name, (median, base, nouns)), wgt in zip(members.items(), weights):
+                cats.append((parent, name, median, base, nouns, wgt))
+        self.cat_parent = np.array([c[0] for c in cats])
+        self.cat_name = np.array([c[1] for c in cats])
+        self.cat_median = np.array([c[2] for c in cats], dtype=float)
+        self.cat_base = np.array([c[3] for c in cats])
+        self.cat_p = np.array([c[5] for c in cats]) / sum(c[5] for c in cats)
+        self.cat_hue = rng.permutation(len(cats)) / len(cats)
+
+        self.region_names = np.array(list(REGIONS))
+        self.region_p = rng.dirichlet(np.full(len(REGIONS), 3.0))
+        cities, city_region = [], []
+        for r, members in enumerate(REGIONS.values()):
+            cities += members
+            city_region += [r] * len(members)
+        self.city_names = np.array(cities)
+        self.city_region = np.array(city_region)
+        self.city_level = np.exp(rng.normal(0, 0.25, len(cities)))
+        self.city_demand = rng.normal(0, 0.12, len(cities))
+        self.cat_region_effect = rng.normal(0, 0.3, (len(cats), len(REGIONS)))
+
+        # products: a pool per category
+        prod_cat, prod_name, prod_factor, prod_demand, prod_shape, prod_colour = [], [], [], [], [], []
+        for c, (_, _, _, _, nouns, _) in enumerate(cats):
+            for _ in range(14):
+                name = str(rng.choice(nouns))
+                if cats[c][0] not in NO_BRAND and cats[c][1] not in NO_BRAND and rng.random() < 0.45:
+                    name += f" {rng.choice(BRANDS)}"
+                if rng.random() < 0.3:
+                    name += f" {rng.choice(ADJECTIVES)}"
+                prod_cat.append(c)
+                prod_name.append(name)
+            n_new = 14
+            prod_factor += list(np.exp(rng.normal(0, 0.45, n_new)))
+            prod_demand += list(rng.normal(0, 0.45, n_new))
+            prod_shape += list(rng.integers(0, len(SHAPES), n_new))
+            prod_colour += list(rng.integers(0, len(COLOURS), n_new))
+        self.prod_cat = np.array(prod_cat)
+        self.prod_name = np.array(prod_name)
+        self.prod_factor = np.array(prod_factor)
+        self.prod_demand = np.array(prod_demand)
+        self.prod_shape = np.array(prod_shape)
+        self.prod_colour = np.array(prod_colour)
+        self.prod_popularity = np.exp(rng.normal(0, 1.0, len(prod_cat)))
+
+        n_listings = self.n_train + self.n_test + self.n_active
+        n_users = max(20, int(n_listings / 2.4))
+        self.user_id = np.array([_hex_id(self.seed, "user", i, 12) for i in range(n_users)])
+        self.user_type = rng.choice(3, n_users, p=USER_TYPE_P)
+        self.user_quality = rng.normal(0, 1, n_users)
+        self.user_city = rng.choice(len(cities), n_users, p=self._city_p())
+        self.user_cat = rng.choice(len(cats), n_users, p=self.cat_p)
+        self.user_activity = np.exp(rng.normal(0, 0.8, n_users) + USER_TYPE_ACTIVITY[self.user_type])
+        self.user_seq_base = np.where(self.user_type == 0, rng.integers(1, 40, n_users),
+                                      rng.integers(20, 20_000, n_users))
+
+    def _city_p(self) -> np.ndarray:
+        p = np.zeros(len(self.city_names))
+        for r in range(len(self.region_names)):
+            members = np.flatnonzero(self.city_region == r)
+            within = np.r_[0.6, np.full(len(members) - 1, 0.4 / max(1, len(members) - 1))] if len(members) > 1 else [1.0]
+            p[members] = self.region_p[r] * np.asarray(within)
+        return p / p.sum()
+
+    # -- listings -------------------------------------------------------------------------------------
+    def listings(self) -> pd.DataFrame:
+        rng = self.rng
+        n = self.n_train + self.n_test + self.n_active
+        split = np.repeat(np.array(["train", "test", "active"]), [self.n_train, self.n_test, self.n_active])
+        user = rng.choice(len(self.user_id), n, p=self.user_activity / self.user_activity.sum())
+        cat = np.where(rng.random(n) < 0.8, self.user_cat[user], rng.choice(len(self.cat_name), n, p=self.cat_p))
+        product = np.empty(n, dtype=int)
+        for c in np.unique(cat):
+            rows = np.flatnonzero(cat == c)
+            pool = np.flatnonzero(self.prod_cat == c)
+            w = self.prod_popularity[pool]
+            product[rows] = rng.choice(pool, len(rows), p=w / w.sum())
+        city = np.where(rng.random(n) < 0.9, self.user_city[user], rng.choice(len(self.city_names), n, p=self._city_p()))
+        dates = np.where(split == "test", rng.choice(TEST_DATES.values, n), rng.choice(TRAIN_DATES.values, n))
+        # reposts: a listing copies an earlier listing of the same seller (same product, title and picture)
+        repost_of = np.full(n, -1)
+        last_of_user: dict[int, int] = {}
+        for i in range(n):
+            u = user[i]
+            if u in last_of_user and rng.random() < 0.05:
+                j = last_of_user[u]
+                repost_of[i] = j
+                cat[i], product[i], city[i] = cat[j], product[j], city[j]
+            last_of_user[u] = i
+
+        frame = pd.DataFrame({"split": split, "user": user, "cat": cat, "product": product, "city": city,
+                              "activation_date": pd.to_datetime(dates), "repost_of": repost_of})
+        # item_seq_number grows with each of the seller's listings in date order
+        order = frame.sort_values(["user", "activation_date"], kind="stable").index
+        frame.loc[order, "seq"] = frame.loc[order].groupby("user").cumcount().to_numpy()
+        frame["seq"] = (self.user_seq_base[user] + frame["seq"].to_numpy() * rng.integers(1, 4, n)).astype(int)
+
+        fair = self.cat_median[cat] * self.prod_factor[product] * self.city_level[city]
+        deviation = rng.standard_t(5, n) * 0.45
+        price = _nice_price(fair * np.exp(deviation))
+        price = np.minimum(price, 7.2e7)
+        free = rng.random(n) < 0.006
+        price[free] = 0.0
+        no_price = rng.random(n) < 0.065
+        rel_price = np.where(free, 0.0, np.log(np.maximum(price, 1)) - np.log(fair))
+        frame["price"] = np.where(no_price, np.nan, price)
+        frame["rel_price"] = rel_price
+        frame["free"] = free
+        frame["no_price"] = no_price
+        return frame
+
+    def _texts(self, frame: pd.DataFrame) -> pd.DataFrame:
+        rng = self.rng
+        n = len(frame)
+        titles, descriptions, text_effect = [], [], np.zeros(n)
+        no_desc = rng.random(n) < 0.067
+        for i, row in enumerate(frame.itertuples(index=False)):
+            j = row.repost_of
+            cond, cond_eff = CONDITION_PHRASES[rng.integers(len(CONDITION_PHRASES))]
+            deal, deal_eff = DEAL_PHRASES[rng.integers(len(DEAL_PHRASES))]
+            title = str(self.prod_name[row.product])
+            if deal == "Срочно!" and rng.random() < 0.4:
+                title = "СРОЧНО! " + title
+            if j >= 0:
+                title = titles[j]
+            titles.append(title[:1].upper() + title[1:])
+            effect = cond_eff + deal_eff
+            if no_desc[i]:
+                descriptions.append(None)
+                text_effect[i] = deal_eff * ("СРОЧНО" in title) - 0.4
+                continue
+            lines = [f"{title}. {cond}"]
+            if self.cat_name[row.cat] in CLOTHES:
+                lines.append(f"Размер {rng.choice(['42', '44', '46', '48', '50', '110', '116', '128'])}.")
+            elif rng.random() < 0.2:
+                lines.append(f"Размеры {rng.integers(40, 220)}х{rng.integers(40, 220)} см.")
+            if not math.isnan(row.price) and rng.random() < 0.35:
+                lines.append(f"Цена {int(row.price)} руб.")
+            if deal:
+                lines.append(deal)
+            n_fill = rng.integers(0, 4) if rng.random() < 0.85 else rng.integers(4, len(FILLER_PHRASES) + 1)
+            fillers = rng.choice(FILLER_PHRASES, n_fill, replace=False)
+            lines += list(fillers)
+            if rng.random() < 0.15:
+                lines.append(f"Тел. 8-9{rng.integers(10, 99)}-{rng.integers(100, 999)}-{rng.integers(10, 99)}-{rng.integers(10, 99)}")
+            text = "\n".join(lines) if rng.random() < 0.7 else " ".join(lines)
+            descriptions.append(text)
+            text_effect[i] = effect + 0.08 * (len(lines) - 3)
+        frame["title"] = titles
+        frame["description"] = descriptions
+        frame["text_effect"] = text_effect
+        return frame
+
+    def _params(self, frame: pd.DataFrame) -> pd.DataFrame:
+        rng = self.rng
+        n = len(frame)
+        cat_names = self.cat_name[frame["cat"].to_numpy()]
+        p1 = [str(rng.choice(PARAM_1.get(c, GENERIC_PARAM_1))) for c in cat_names]
+        frame["param_1"] = np.where(rng.random(n) < 0.044, None, np.array(p1, dtype=object))
+        p2 = np.where(np.isin(cat_names, list(CLOTHES)), rng.choice(SIZES, n), rng.choice(BRANDS, n))
+        frame["param_2"] = np.where(rng.random(n) < 0.447, None, p2.astype(object))
+        frame["param_3"] = np.where(rng.random(n) < 0.594, None, rng.choice(PARAM_3_VALUES, n).astype(object))
+        return frame
+
+    def _images(self, frame: pd.DataFrame) -> pd.DataFrame:
+        rng = self.rng
+        n = len(frame)
+        has_image = (rng.random(n) >= 0.079) & (frame["split"] != "active").to_numpy()
+        sharp = rng.beta(4, 2, n)
+        bright = rng.beta(3, 2, n)
+        colour = self.prod_colour[frame["product"].to_numpy()].copy()
+        recolour = rng.random(n) < 0.25  # sellers photograph other variants too
+        colour[recolour] = rng.integers(0, len(COLOURS), int(recolour.sum()))
+        repost = frame["repost_of"].to_numpy()
+        for i in np.flatnonzero(repost >= 0):
+            sharp[i], bright[i], colour[i], has_image[i] = sharp[repost[i]], bright[repost[i]], colour[repost[i]], has_image[repost[i]]
+        colour_effect = np.array([c[1] for c in COLOURS])[colour]
+        image_effect = np.where(has_image, 0.7 * (sharp - 0.66) + 0.5 * (bright - 0.6) + colour_effect, -0.5)
+        shape = self.prod_shape[frame["product"].to_numpy()]
+        klass = (frame["cat"].to_numpy() * 61 + shape * 7 + colour) % 3067
+        noisy = rng.random(n) < 0.15
+        klass[noisy] = rng.integers(0, 3067, int(noisy.sum()))
+        frame["image"] = [(_hex_id(self.seed, "image", i, 64) if has_image[i] else None) for i in range(n)]
+        frame["image_top_1"] = np.where(has_image, klass.astype(float), np.nan)
+        frame["has_image"] = has_image
+        frame["img_sharp"], frame["img_bright"], frame["img_colour"] = sharp, bright, colour
+        frame["image_effect"] = image_effect
+        return frame
+
+    def _target(self, frame: pd.DataFrame) -> np.ndarray:
+        rng = self.rng
+        n = len(frame)
+        user, cat, city = frame["user"].to_numpy(), frame["cat"].to_numpy(), frame["city"].to_numpy()
+        z = (self.cat_base[cat] + self.city_demand[city] + self.cat_region_effect[cat, self.city_region[city]]
+             + 0.5 * self.user_quality[user] + USER_TYPE_EFFECT[self.user_type[user]]
+             - 0.06 * np.log1p(frame["seq"].to_numpy())
+             + self.prod_demand[frame["product"].to_numpy()]
+             - 0.9 * np.clip(frame["rel_price"].to_numpy(), -2.5, 2.5)
+             + 0.8 * frame["free"].to_numpy() - 0.2 * frame["no_price"].to_numpy()
+             + frame["text_effect"].to_numpy() + frame["image_effect"].to_numpy()
+             + 0.05 * (frame["activation_date"].dt.dayofweek.to_numpy() >= 5)
+             + rng.normal(0, 0.5, n))
+        score = z + rng.logistic(0, 0.6, n)
+        labelled = (frame["split"] != "active").to_numpy()
+        threshold = np.quantile(score[labelled], ZERO_SHARE)
+        nonzero = score > threshold
+        noise = rng.normal(0, 0.9, n)
+        needed = TARGET_MEAN / (1 - ZERO_SHARE)
+        mask = nonzero & labelled
+
+        def gap(b: float) -> float:
+            return float(np.mean(1 / (1 + np.exp(-(b + 1.4 * z[mask] + noise[mask]))))) - needed
+
+        b = brentq(gap, -10, 10)
+        value = np.where(nonzero, 1 / (1 + np.exp(-(b + 1.4 * z + noise))), 0.0)
+        value = np.where(value > 0.985, 1.0, value)
+        return np.round(value, 5)
+
+    def _periods(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Periods of the active listings: good sellers' items stay up for less time and are relisted less."""
+        rng = self.rng
+        active = frame[frame["split"] == "active"]
+        q = self.user_quality[active["user"].to_numpy()]
+        times = 1 + rng.poisson(np.exp(-0.3 - 0.4 * q))
+        rows = []
+        for item, start, k, qi in zip(active["item_id"], active["activation_date"], times, q):
+            day = start
+            for _ in range(k):
+                up = int(np.clip(rng.geometric(1 / np.exp(1.8 - 0.35 * qi)), 1, 20))
+                rows.append((item, start, day, day + pd.Timedelta(days=up)))
+                day = day + pd.Timedelta(days=up + int(rng.integers(1, 6)))
+        return pd.DataFrame(rows, columns=["item_id", "activation_date", "date_from", "date_to"])
+
+    # -- output ---------------------------------------------------------------------------------------
+    def build(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """All listings with their hidden variables, and the periods of the active ones."""
+        frame = self.listings()
+        frame["item_id"] = [_hex_id(self.seed, "item", i, 12) for i in range(len(frame))]
+        frame = self._params(frame)
+        frame = self._texts(frame)
+        frame = self._images(frame)
+        frame["deal_probability"] = self._target(frame)
+        u, c, ci = frame["user"].to_numpy(), frame["cat"].to_numpy(), frame["city"].to_numpy()
+        frame["user_id"] = self.user_id[u]
+        frame["user_type"] = USER_TYPES[self.user_type[u]]
+        frame["parent_category_name"] = self.cat_parent[c]
+        frame["category_name"] = self.cat_name[c]
+        frame["city_name"] = self.city_names[ci]
+        frame["region"] = self.region_names[self.city_region[ci]]
+        frame["item_seq_number"] = frame["seq"]
+        return frame, self._periods(frame)
+
+    def image_specs(self, frame: pd.DataFrame, out: Path) -> list[ImageSpec]:
+        specs = []
+        for i, row in enumerate(frame.itertuples(index=False)):
+            if row.image is None or row.split == "active":
+                continue
+            hue = self.cat_hue[row.cat]
+            background = tuple(int(v) for v in 150 + 90 * np.array([math.sin(6.283 * (hue + k / 3)) * 0.5 + 0.5 for k in range(3)]))
+            source = row.repost_of if row.repost_of >= 0 else i
+            specs.append(ImageSpec(
+                path=str(out / f"{row.split}_jpg" / f"{row.image}.jpg"), seed=self.seed * 1_000_003 + source,
+                background=background, colour=COLOURS[row.img_colour][0], shape=SHAPES[self.prod_shape[row.product]],
+                blur=float((1 - row.img_sharp) * 3.5), brightness=float(0.45 + 0.9 * row.img_bright),
+                quality=85 if row.repost_of < 0 else 70, size=self.image_size))
+        return specs
+
+
+KAGGLE_COLUMNS = ["item_id", "user_id", "region", "city", "parent_category_name", "category_name", "param_1",
+                  "param_2", "param_3", "title", "description", "price", "item_seq_number", "activation_date",
+                  "user_type", "image", "image_top_1"]
+
+
+def write_avito(out: Path | str, rows: int, seed: int = 42, n_jobs: int = 2, images: bool = True,
+                image_size: tuple[int, int] = (160, 120)) -> dict[str, int]:
+    """Write a Kaggle-format Avito dataset of ``rows`` training rows to ``out``; returns row counts."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = AvitoGenerator(rows, seed, image_size)
+    frame, periods = gen.build()
+    frame = frame.rename(columns={"city": "city_index"}).rename(columns={"city_name": "city"})
+    frame["activation_date"] = frame["activation_date"].dt.strftime("%Y-%m-%d")
+    order = np.random.default_rng(seed + 1).permutation(len(frame))
+    frame = frame.iloc[order]
+    tables = {
+        "train.csv": frame.loc[frame["split"] == "train", KAGGLE_COLUMNS + ["deal_probability"]],
+        "test.csv": frame.loc[frame["split"] == "test", KAGGLE_COLUMNS],
+        "train_active.csv": frame.loc[frame["split"] == "active", [c for c in KAGGLE_COLUMNS if c not in ("image", "image_top_1")]],
+    }
+    periods = periods.assign(**{c: periods[c].dt.strftime("%Y-%m-%d") for c in ("activation_date", "date_from", "date_to")})
+    tables["periods_train.csv"] = periods
+    if images:
+        specs = gen.image_specs(frame.sort_index(), out)
+        for split in ("train", "test"):
+            (out / f"{split}_jpg").mkdir(exist_ok=True)
+        batches = [specs[i:i + 500] for i in range(0, len(specs), 500)]
+        with tqdm(total=len(specs), desc="drawing images", unit="img", leave=False) as bar:
+            for done in Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_draw_batch)(b) for b in batches):
+                bar.update(done)
+    # train.csv last: its presence means the dataset is complete
+    for name in sorted(tables, key=lambda n: n == "train.csv"):
+        write_text(out / name, tables[name].to_csv(index=False))
+    counts = {name: len(t) for name, t in tables.items()}
+    log.info("make-data avito: %s to %s", ", ".join(f"{k} {v}" for k, v in counts.items()), out)
+    return counts

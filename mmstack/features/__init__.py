@@ -1,0 +1,1 @@
+"""Feature blocks, one module per block, registered by short name (see registry.py)."""

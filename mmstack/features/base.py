@@ -1,0 +1,144 @@
+"""Feature blocks: declared inputs and params, cached by content key, composable into model matrices."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..data.dataset import Dataset
+from ..folds import Folds
+from ..store import Store, atomic_path, make_key, read_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BlockOutput:
+    """A block's features for all rows (train then test, in row-id order).
+
+    ``dense`` holds float32 columns; the names in ``categorical`` are integer codes (-1 = missing) that tree
+    models may treat natively. ``sparse`` is a CSR matrix for linear models, with ``sparse_names``.
+    """
+
+    dense: pd.DataFrame | None = None
+    categorical: list[str] = field(default_factory=list)
+    sparse: sp.csr_matrix | None = None
+    sparse_names: list[str] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        if self.dense is not None:
+            return len(self.dense)
+        return self.sparse.shape[0] if self.sparse is not None else 0
+
+    def save(self, path: Path) -> None:
+        """Write the block as one folder, atomically (dense.parquet, sparse.npz, meta.json)."""
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
+            if self.dense is not None:
+                self.dense.to_parquet(tmp / "dense.parquet", index=False)
+            if self.sparse is not None:
+                sp.save_npz(tmp / "sparse.npz", self.sparse.tocsr())
+            meta = {"categorical": self.categorical, "sparse_names": self.sparse_names, "n_rows": self.n_rows}
+            import json
+
+            (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: Path) -> "BlockOutput":
+        meta = read_json(path / "meta.json")
+        dense = pd.read_parquet(path / "dense.parquet") if (path / "dense.parquet").exists() else None
+        sparse = sp.load_npz(path / "sparse.npz").tocsr() if (path / "sparse.npz").exists() else None
+        return cls(dense=dense, categorical=meta["categorical"], sparse=sparse, sparse_names=meta["sparse_names"])
+
+
+@dataclass
+class BlockContext:
+    """What a block may read: the dataset, the shared folds, the store and its dependencies' outputs."""
+
+    data: Dataset
+    folds: Folds
+    store: Store
+    seed: int
+    inputs: dict[str, BlockOutput] = field(default_factory=dict)
+
+
+class FeatureBlock:
+    """One cached group of features.
+
+    Subclasses set ``name``, ``version`` (bump it when the output changes for the same params),
+    ``reads_target`` (then the key includes the folds key, and the block must compute training rows out of fold),
+    ``depends_on`` (names of blocks whose outputs it reads) and ``default_params``; and implement :meth:`build`.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    reads_target: ClassVar[bool] = False
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    default_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, params: dict[str, Any] | None = None):
+        unknown = set(params or {}) - set(self.default_params)
+        if unknown:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"features.{self.name}: unknown param(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(sorted(self.default_params)) or 'none'}")
+        self.params = {**self.default_params, **(params or {})}
+
+    def key(self, data: Dataset, folds: Folds, input_keys: dict[str, str]) -> str:
+        return make_key(self.name, self.version, data.fingerprint, self.params,
+                        folds.key if self.reads_target else None, input_keys)
+
+    def build(self, ctx: BlockContext) -> BlockOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class BlockCache:
+    """Builds blocks in dependency order, reusing any whose key is already stored."""
+
+    def __init__(self, data: Dataset, folds: Folds, store: Store, seed: int):
+        self.ctx = BlockContext(data=data, folds=folds, store=store, seed=seed)
+        self.keys: dict[str, str] = {}
+        self.outputs: dict[str, BlockOutput] = {}
+        self.seconds: dict[str, float] = {}
+        self.reused: dict[str, bool] = {}
+
+    def get(self, block: FeatureBlock, resolve) -> BlockOutput:
+        """The output of ``block``; ``resolve(name)`` returns the configured block a dependency names."""
+        if block.name in self.outputs:
+            return self.outputs[block.name]
+        for dep in block.depends_on:
+            self.get(resolve(dep), resolve)
+        key = block.key(self.ctx.data, self.ctx.folds, {d: self.keys[d] for d in block.depends_on})
+        path = self.ctx.store.path("features", block.name, key)
+        start = time.perf_counter()
+        if (path / "meta.json").is_file():
+            output = BlockOutput.load(path)
+            self.reused[block.name] = True
+            log.info("features: %s reused %s", block.name, key)
+        else:
+            self.ctx.inputs = {d: self.outputs[d] for d in block.depends_on}
+            output = block.build(self.ctx)
+            expected = self.ctx.data.n_train + self.ctx.data.n_test
+            if output.n_rows != expected:
+                raise RuntimeError(f"block {block.name} returned {output.n_rows} rows, expected {expected}")
+            output.save(path)
+            self.reused[block.name] = False
+            log.info("features: %s built %s in %.1fs", block.name, key, time.perf_counter() - start)
+        self.seconds[block.name] = time.perf_counter() - start
+        self.keys[block.name] = key
+        self.outputs[block.name] = output
+        return output
+
+
+def category_codes(values: pd.Series) -> np.ndarray:
+    """Integer codes of a categorical column (-1 for missing), stable for the same set of values."""
+    cat = pd.Categorical(values.astype("string"), categories=sorted(values.dropna().astype(str).unique()))
+    return cat.codes.astype(np.int32)

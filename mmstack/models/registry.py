@@ -1,0 +1,25 @@
+"""Registry of level-1 model families by short key (``lgb``, ...), as named in ``[models] train``."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Level1Model
+
+MODELS: dict[str, type[Level1Model]] = {}
+
+
+def register(cls: type[Level1Model]) -> type[Level1Model]:
+    if cls.key in MODELS:
+        raise ValueError(f"model {cls.key!r} registered twice")
+    MODELS[cls.key] = cls
+    return cls
+
+
+def make_model(key: str, params: dict | None = None, seed: int = 42) -> Level1Model:
+    _load_all()
+    if key not in MODELS:
+        raise ConfigError(f"unknown model {key!r}; known: {', '.join(sorted(MODELS))}")
+    return MODELS[key](params, seed)
+
+
+def _load_all() -> None:
+    from . import gbdt  # noqa: F401  (registers on import)

@@ -1,0 +1,189 @@
+"""One run end to end: data -> folds -> feature blocks -> level-1 models -> stack -> submission and report."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import Config, diff_flat
+from .data.dataset import Dataset
+from .errors import ConfigError
+from .features.base import BlockCache, BlockOutput, FeatureBlock
+from .features.registry import make_block
+from .folds import Folds, load_or_make_folds
+from .metrics import LOWER_IS_BETTER, METRICS
+from .models.base import ModelInput, ModelResult, train_model
+from .models.registry import make_model
+from .report import build_metrics, write_report
+from .runs import append_run, load_runs
+from .store import Store, make_key, write_text
+from .tasks import TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Timer:
+    """Seconds spent per pipeline step, in order."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def step(self, name: str):
+        timer = self
+
+        class _Step:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.seconds[name] = round(time.perf_counter() - self.start, 3)
+
+        return _Step()
+
+
+def resolve_input(config: Config, input_dir: Path | None) -> Path:
+    if input_dir is not None:
+        return Path(input_dir)
+    configured = config.get("task.input")
+    if not configured:
+        raise ConfigError("no input folder: pass --input DIR or set task.input in the config")
+    return Path(configured)
+
+
+def prepare(config: Config, input_dir: Path, store: Store, timer: Timer) -> tuple[TaskSpec, Dataset, Folds]:
+    spec = get_task(config.task)
+    with timer.step("load"):
+        data = spec.load(input_dir, store)
+    with timer.step("folds"):
+        strategy = config.get("folds.strategy", "kfold")
+        groups = None
+        if strategy == "group":
+            column = config.get("folds.group_by", spec.group_column)
+            groups = data.train[column].astype(str).to_numpy()
+        folds = load_or_make_folds(store, spec.name, data.fingerprint, data.n_train,
+                                   n_folds=int(config.get("folds.n_folds", 5)), strategy=strategy,
+                                   seed=int(config.get("folds.seed", config.seed)), groups=groups)
+    return spec, data, folds
+
+
+def build_features(config: Config, data: Dataset, folds: Folds, store: Store) -> tuple[BlockCache, dict[str, FeatureBlock]]:
+    blocks: dict[str, FeatureBlock] = {}
+
+    def resolve(name: str) -> FeatureBlock:
+        if name not in blocks:
+            blocks[name] = make_block(name, config.block_params(name))
+        return blocks[name]
+
+    cache = BlockCache(data, folds, store, config.seed)
+    for name in config.blocks:
+        cache.get(resolve(name), resolve)
+    return cache, blocks
+
+
+def assemble(cache: BlockCache, names: list[str], kind: str, n_train: int) -> ModelInput:
+    """Join the chosen blocks' outputs into one model matrix (dense frame or sparse CSR)."""
+    outputs: dict[str, BlockOutput] = {n: cache.outputs[n] for n in names}
+    keys = {n: cache.keys[n] for n in names}
+    if kind == "dense":
+        frames, categorical = [], []
+        for name, out in outputs.items():
+            if out.dense is not None:
+                frames.append(out.dense)
+                categorical += out.categorical
+        if not frames:
+            raise ConfigError(f"no dense features in blocks {names}")
+        X = pd.concat(frames, axis=1)
+        if X.columns.duplicated().any():
+            raise ConfigError(f"feature name clash between blocks {names}: {list(X.columns[X.columns.duplicated()])}")
+        return ModelInput(X=X, categorical=categorical, block_keys=keys, n_train=n_train)
+    import scipy.sparse as sp
+
+    mats = [o.sparse for o in outputs.values() if o.sparse is not None]
+    if not mats:
+        raise ConfigError(f"no sparse features in blocks {names}")
+    return ModelInput(X=sp.hstack(mats, format="csr"), categorical=[], block_keys=keys, n_train=n_train)
+
+
+def train_models(config: Config, spec: TaskSpec, data: Dataset, folds: Folds, store: Store,
+                 cache: BlockCache) -> list[ModelResult]:
+    results = []
+    for key in config.models:
+        params = config.model_params(key)
+        block_names = params.pop("blocks", None) or config.blocks
+        unknown = [b for b in block_names if b not in cache.outputs]
+        if unknown:
+            raise ConfigError(f"models.{key}.blocks names block(s) not in [features] blocks: {', '.join(unknown)}")
+        model = make_model(key, params, config.seed)
+        inputs = assemble(cache, block_names, model.input_kind, data.n_train)
+        results.append(train_model(model, inputs, data.y, folds, store, spec.name, spec.metric, spec.target_range))
+    return results
+
+
+def stack_predictions(results: list[ModelResult], y: np.ndarray, metric: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Until the blenders land: the best single model by CV (with one model, that model)."""
+    better = min if LOWER_IS_BETTER[metric] else max
+    best = better(results, key=lambda r: r.cv)
+    stack = {"method": "best_single", "cv": best.cv, "cv_in_sample": best.cv,
+             "weights": {r.model: float(r is best) for r in results}}
+    return stack, best.oof, best.test
+
+
+def new_run_id(config: Config) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{make_key(config.raw)[:6]}"
+
+
+def point_latest(store: Store, run_dir: Path) -> None:
+    """Make ``submissions/latest`` a relative symlink to ``run_dir`` (replaced atomically)."""
+    latest = store.dir("submissions") / "latest"
+    tmp = latest.with_name(f".latest.{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(run_dir.name, tmp)
+    os.replace(tmp, latest)
+
+
+def run(config: Config, input_dir: Path | None = None, workdir: Path | str = ".") -> Path:
+    """Run the whole pipeline; returns the run's folder under ``submissions/``."""
+    store = Store(workdir)
+    timer = Timer()
+    input_dir = resolve_input(config, input_dir)
+    spec, data, folds = prepare(config, input_dir, store, timer)
+    with timer.step("features"):
+        cache, _ = build_features(config, data, folds, store)
+    with timer.step("models"):
+        results = train_models(config, spec, data, folds, store, cache)
+    with timer.step("stack"):
+        stack, stack_oof, stack_test = stack_predictions(results, data.y, spec.metric)
+    run_id = new_run_id(config)
+    run_dir = store.dir("submissions") / run_id
+    with timer.step("report"):
+        id_col, pred_col = spec.submission_columns
+        submission = pd.DataFrame({id_col: data.test[id_col].to_numpy(),
+                                   pred_col: np.clip(stack_test, *spec.target_range)})
+        write_text(run_dir / "submission.csv", submission.to_csv(index=False))
+        previous = load_runs(store, spec.name)
+        changes = diff_flat(previous[-1]["config"], config.flat()) if previous else ["(first run)"]
+        metrics = build_metrics(spec.name, spec.metric, folds.n_folds, results, stack, extra={
+            "run_id": run_id, "n_train": data.n_train, "n_test": data.n_test, "data_fingerprint": data.fingerprint,
+            "folds_key": folds.key, "features": {n: {"key": cache.keys[n], "reused": cache.reused[n],
+                                                      "seconds": round(cache.seconds[n], 3)} for n in cache.keys},
+        })
+        metrics["seconds"] = dict(timer.seconds)
+        write_report(run_dir, metrics, data.y, results, stack_oof, timer.seconds, changes)
+    point_latest(store, run_dir)
+    append_run(store, {"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
+                       "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),
+                       "changes": changes, "models": {r.model: r.cv for r in results}, "stack": stack["cv"],
+                       "metric": spec.metric, "submission": str(run_dir / "submission.csv")})
+    reused = [r.model for r in results if r.reused] + [n for n, v in cache.reused.items() if v]
+    log.info("run %s: stack %s=%.5f; reused %s; wrote %s", run_id, spec.metric, stack["cv"],
+             ", ".join(reused) or "nothing", run_dir / "submission.csv")
+    return run_dir

@@ -1,0 +1,14 @@
+"""Avito Demand Prediction: RMSE on deal_probability, submission ``item_id,deal_probability``."""
+from ..data import avito
+from ..data.avito_synth import write_avito
+from . import TaskSpec
+
+SPEC = TaskSpec(
+    name="avito",
+    load=avito.load,
+    make_data=write_avito,
+    metric="rmse",
+    target_range=(0.0, 1.0),
+    submission_columns=(avito.ID, avito.TARGET),
+    group_column="user_id",
+)

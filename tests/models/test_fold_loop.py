@@ -1,0 +1,76 @@
+"""The fold loop: OOF coverage, test averaging, determinism, resume after a crash."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmstack.folds import Folds, make_fold_ids
+from mmstack.models.base import Level1Model, ModelInput, train_model
+from mmstack.models.registry import make_model
+from mmstack.store import Store
+
+
+def _inputs(n_train=300, n_test=80, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.normal(size=n_train + n_test), "b": rng.normal(size=n_train + n_test),
+                      "c": rng.integers(-1, 5, n_train + n_test).astype(np.int32)})
+    y = 1 / (1 + np.exp(-(X["a"] - 0.5 * X["b"]).to_numpy()[:n_train] + rng.normal(0, 0.3, n_train)))
+    return ModelInput(X=X, categorical=["c"], block_keys={"toy": "k1"}, n_train=n_train), y
+
+
+class Crashing(Level1Model):
+    """A mean predictor that counts its fits and crashes (like Ctrl-C) on the fit numbered ``crash_on``.
+
+    The crash switch is a class attribute, not a param, so the crashed and the resumed run share one key.
+    """
+
+    key = "crashing"
+    default_params = {"shrink": 1.0}
+    fits = 0
+    crash_on: int | None = None
+
+    def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
+        Crashing.fits += 1
+        if Crashing.crash_on == Crashing.fits:
+            raise KeyboardInterrupt
+        return float(np.mean(y_train)) * self.params["shrink"]
+
+    def predict(self, fitted, X):
+        return np.full(X.shape[0], fitted)
+
+
+def test_lgb_oof_covers_every_row_and_is_deterministic(tmp_path):
+    inputs, y = _inputs()
+    folds = Folds(make_fold_ids(300, 4, "kfold", 1), 4, "f1")
+    params = {"max_rounds": 60, "early_stopping": 10, "num_leaves": 7, "min_data_in_leaf": 5}
+    a = train_model(make_model("lgb", params), inputs, y, folds, Store(tmp_path / "a"), "toy", clip=(0, 1))
+    b = train_model(make_model("lgb", params), inputs, y, folds, Store(tmp_path / "b"), "toy", clip=(0, 1))
+    assert a.oof.shape == (300,) and a.test.shape == (80,)
+    assert np.isfinite(a.oof).all() and (a.oof >= 0).all() and (a.oof <= 1).all()
+    assert np.array_equal(a.oof, b.oof) and np.array_equal(a.test, b.test)
+    assert a.cv < np.std(y)
+    again = train_model(make_model("lgb", params), inputs, y, folds, Store(tmp_path / "a"), "toy", clip=(0, 1))
+    assert again.reused and np.array_equal(again.oof, a.oof)
+    changed = train_model(make_model("lgb", {**params, "num_leaves": 5}), inputs, y, folds, Store(tmp_path / "a"), "toy")
+    assert not changed.reused and changed.run_key != a.run_key
+
+
+def test_resume_continues_at_the_crashed_fold(tmp_path):
+    inputs, y = _inputs()
+    folds = Folds(make_fold_ids(300, 5, "kfold", 2), 5, "f2")
+    store = Store(tmp_path)
+    Crashing.fits, Crashing.crash_on = 0, 4  # killed while fitting fold 4 of 5 (index 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(Crashing(), inputs, y, folds, store, "toy")
+    assert len(list(store.path("models", "toy", "x").parent.glob("*/fold*.joblib"))) == 3
+    Crashing.fits, Crashing.crash_on = 0, None
+    resumed = train_model(Crashing(), inputs, y, folds, store, "toy")
+    assert Crashing.fits == 2, "folds 1-3 are reused, only folds 4 and 5 are fitted"
+    assert not resumed.reused
+    Crashing.fits = 0
+    clean = train_model(Crashing(), inputs, y, folds, Store(tmp_path / "clean"), "toy")
+    assert Crashing.fits == 5
+    np.testing.assert_array_equal(resumed.oof, clean.oof)
+    np.testing.assert_array_equal(resumed.test, clean.test)
+    assert resumed.run_key == clean.run_key
