@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,36 @@ class Folds:
 
     def __len__(self) -> int:
         return len(self.fold)
+
+    def out_of_fold(self, fit: Callable[[np.ndarray], Any], apply: Callable[[Any, np.ndarray], np.ndarray],
+                    n_test: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Target-reading values, nested so that no model sees its validation fold's targets.
+
+        ``fit`` receives training-row indices whose targets it may read; ``apply`` receives row ids (training
+        rows 0..n_train-1, test rows n_train..) and returns one value (or row of values) per id.
+
+        Returns ``(values, views)``. ``values`` covers all rows: a training row in fold k gets
+        ``apply(fit(rows outside fold k))`` (what the fold-k model is validated on), a test row
+        ``apply(fit(all training rows))``. ``views[k]`` covers the training rows as the fold-k model must see
+        them in training: a row in fold j != k gets ``apply(fit(rows outside folds j and k))``. Plain out-of-fold
+        values for training rows would leak: within a group, rows of fold j see the group total minus fold j,
+        which includes fold k's targets, so encoding and target are correlated alike in training and validation.
+        """
+        n_train = len(self.fold)
+        test_values = np.asarray(apply(fit(np.arange(n_train)), np.arange(n_train, n_train + n_test)))
+        values = np.empty((n_train + n_test,) + test_values.shape[1:], dtype=np.float64)
+        values[n_train:] = test_values
+        for k, train, valid in self.split():
+            values[valid] = apply(fit(train), valid)
+        views = {}
+        for k in range(self.n_folds):
+            view = values[:n_train].copy()
+            for j in range(self.n_folds):
+                if j != k:
+                    rows = np.flatnonzero(self.fold == j)
+                    view[rows] = apply(fit(np.flatnonzero((self.fold != j) & (self.fold != k))), rows)
+            views[k] = view
+        return values, views
 
 
 def make_fold_ids(n_rows: int, n_folds: int, strategy: str, seed: int, groups: np.ndarray | None = None) -> np.ndarray:

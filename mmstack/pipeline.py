@@ -94,15 +94,19 @@ def assemble(cache: BlockCache, names: list[str], kind: str, n_train: int) -> Mo
     if kind == "dense":
         frames, categorical = [], []
         for name, out in outputs.items():
-            if out.dense is not None:
-                frames.append(out.dense)
-                categorical += out.categorical
+            features = out.features()
+            if features is not None and features.shape[1]:
+                frames.append(features)
+                categorical += [c for c in out.categorical if c in features.columns]
         if not frames:
             raise ConfigError(f"no dense features in blocks {names}")
         X = pd.concat(frames, axis=1)
         if X.columns.duplicated().any():
             raise ConfigError(f"feature name clash between blocks {names}: {list(X.columns[X.columns.duplicated()])}")
-        return ModelInput(X=X, categorical=categorical, block_keys=keys, n_train=n_train)
+        folds = sorted({k for out in outputs.values() for k in out.train_views})
+        views = {k: pd.concat([o.train_views[k] for o in outputs.values() if k in o.train_views], axis=1)
+                 for k in folds}
+        return ModelInput(X=X, categorical=categorical, block_keys=keys, n_train=n_train, train_views=views)
     import scipy.sparse as sp
 
     mats = [o.sparse for o in outputs.values() if o.sparse is not None]
@@ -123,6 +127,36 @@ def train_models(config: Config, spec: TaskSpec, data: Dataset, folds: Folds, st
         model = make_model(key, params, config.seed)
         inputs = assemble(cache, block_names, model.input_kind, data.n_train)
         results.append(train_model(model, inputs, data.y, folds, store, spec.name, spec.metric, spec.target_range))
+    return results
+
+
+def ablation(config: Config, spec: TaskSpec, data: Dataset, folds: Folds, store: Store,
+             cache: BlockCache) -> dict[str, dict[str, Any]]:
+    """CV of one model on the skeleton's blocks, on all blocks, and with each block left out.
+
+    ``delta`` is the CV without the block minus the CV with all blocks: for RMSE, positive means the block helps.
+    Every variant is an ordinary cached model run, so an unchanged ablation costs nothing on the next run.
+    """
+    if not config.get("ablation.enabled", False):
+        return {}
+    key = config.get("ablation.model", "lgb")
+    params = {**config.model_params(key), **config.get("ablation.params", {})}
+    params.pop("blocks", None)
+    blocks = config.blocks
+    variants = {"all blocks": blocks, "skeleton only": [b for b in config.get("ablation.baseline", ["basic"]) if b in blocks]}
+    variants.update({f"without {b}": [x for x in blocks if x != b] for b in blocks if len(blocks) > 1})
+    results: dict[str, dict[str, Any]] = {}
+    for label, names in variants.items():
+        if not names:
+            continue
+        model = make_model(key, params, config.seed)
+        inputs = assemble(cache, names, model.input_kind, data.n_train)
+        res = train_model(model, inputs, data.y, folds, store, spec.name, spec.metric, spec.target_range)
+        results[label] = {"cv": res.cv, "blocks": names}
+    base = results["all blocks"]["cv"]
+    for label, r in results.items():
+        r["delta"] = r["cv"] - base
+    log.info("ablation (%s): %s", key, ", ".join(f"{k} {v['cv']:.5f}" for k, v in results.items()))
     return results
 
 
@@ -160,6 +194,8 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
         cache, _ = build_features(config, data, folds, store)
     with timer.step("models"):
         results = train_models(config, spec, data, folds, store, cache)
+    with timer.step("ablation"):
+        ablation_cv = ablation(config, spec, data, folds, store, cache)
     with timer.step("stack"):
         stack, stack_oof, stack_test = stack_predictions(results, data.y, spec.metric)
     run_id = new_run_id(config)
@@ -176,6 +212,7 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
             "folds_key": folds.key, "features": {n: {"key": cache.keys[n], "reused": cache.reused[n],
                                                       "seconds": round(cache.seconds[n], 3)} for n in cache.keys},
         })
+        metrics["ablation"] = ablation_cv
         metrics["seconds"] = dict(timer.seconds)
         write_report(run_dir, metrics, data.y, results, stack_oof, timer.seconds, changes)
     point_latest(store, run_dir)

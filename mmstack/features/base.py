@@ -1,12 +1,14 @@
 """Feature blocks: declared inputs and params, cached by content key, composable into model matrices."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import joblib
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -30,6 +32,13 @@ class BlockOutput:
     categorical: list[str] = field(default_factory=list)
     sparse: sp.csr_matrix | None = None
     sparse_names: list[str] = field(default_factory=list)
+    # dense columns that other blocks read but models must not (e.g. an image hash)
+    non_features: list[str] = field(default_factory=list)
+    # other artifacts (e.g. a torch_geometric graph), saved with joblib
+    extras: dict[str, Any] = field(default_factory=dict)
+    # target-reading blocks: training rows as the model of fold k must see them in training (see
+    # Folds.out_of_fold); columns are a subset of ``dense``, rows the training rows
+    train_views: dict[int, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -45,9 +54,12 @@ class BlockOutput:
                 self.dense.to_parquet(tmp / "dense.parquet", index=False)
             if self.sparse is not None:
                 sp.save_npz(tmp / "sparse.npz", self.sparse.tocsr())
-            meta = {"categorical": self.categorical, "sparse_names": self.sparse_names, "n_rows": self.n_rows}
-            import json
-
+            if self.extras:
+                joblib.dump(self.extras, tmp / "extras.joblib")
+            for k, view in self.train_views.items():
+                view.to_parquet(tmp / f"train_view_{k}.parquet", index=False)
+            meta = {"categorical": self.categorical, "sparse_names": self.sparse_names, "n_rows": self.n_rows,
+                    "non_features": self.non_features}
             (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
 
     @classmethod
@@ -55,7 +67,16 @@ class BlockOutput:
         meta = read_json(path / "meta.json")
         dense = pd.read_parquet(path / "dense.parquet") if (path / "dense.parquet").exists() else None
         sparse = sp.load_npz(path / "sparse.npz").tocsr() if (path / "sparse.npz").exists() else None
-        return cls(dense=dense, categorical=meta["categorical"], sparse=sparse, sparse_names=meta["sparse_names"])
+        extras = joblib.load(path / "extras.joblib") if (path / "extras.joblib").exists() else {}
+        views = {int(p.stem.rsplit("_", 1)[1]): pd.read_parquet(p) for p in path.glob("train_view_*.parquet")}
+        return cls(dense=dense, categorical=meta["categorical"], sparse=sparse, sparse_names=meta["sparse_names"],
+                   non_features=meta.get("non_features", []), extras=extras, train_views=views)
+
+    def features(self) -> pd.DataFrame | None:
+        """The dense columns a model may use."""
+        if self.dense is None:
+            return None
+        return self.dense.drop(columns=[c for c in self.non_features if c in self.dense.columns])
 
 
 @dataclass

@@ -21,5 +21,12 @@ def make_block(name: str, params: dict | None = None) -> FeatureBlock:
     return BLOCKS[name](params)
 
 
+# modules that register blocks on import
+BLOCK_MODULES = ("basic", "text_stats", "text_tfidf", "tabular", "target_encoding", "graph")
+
+
 def _load_all() -> None:
-    from . import basic  # noqa: F401  (registers on import)
+    import importlib
+
+    for module in BLOCK_MODULES:
+        importlib.import_module(f"{__package__}.{module}")

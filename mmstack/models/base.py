@@ -32,11 +32,21 @@ class ModelInput:
     categorical: list[str]
     block_keys: dict[str, str]
     n_train: int
+    # per fold k: replacement values of target-reading columns for training rows (Folds.out_of_fold)
+    train_views: dict[int, pd.DataFrame] = field(default_factory=dict)
 
     def rows(self, index: np.ndarray) -> pd.DataFrame | sp.csr_matrix:
         if isinstance(self.X, pd.DataFrame):
             return self.X.iloc[index]
         return self.X[index]
+
+    def training_rows(self, k: int, index: np.ndarray) -> pd.DataFrame | sp.csr_matrix:
+        """Rows ``index`` as the model of fold k is trained on them (nested target-reading columns)."""
+        rows = self.rows(index)
+        view = self.train_views.get(k)
+        if view is None or view.shape[1] == 0:
+            return rows
+        return rows.assign(**{c: view[c].to_numpy()[index] for c in view.columns})
 
     @property
     def train_index(self) -> np.ndarray:
@@ -129,7 +139,7 @@ def train_model(model: Level1Model, inputs: ModelInput, y: np.ndarray, folds: Fo
             log.info("%s fold %d/%d reused (%s=%.5f)", model.key, k + 1, folds.n_folds, metric, saved["score"])
         else:
             start = time.perf_counter()
-            fitted = model.fit_fold(inputs.rows(tr), y[tr], inputs.rows(va), y[va], inputs.categorical)
+            fitted = model.fit_fold(inputs.training_rows(k, tr), y[tr], inputs.rows(va), y[va], inputs.categorical)
             valid_pred = _clip(model.predict(fitted, inputs.rows(va)), clip)
             test_pred = _clip(model.predict(fitted, X_test), clip)
             saved = {"model": fitted, "valid_pred": valid_pred, "test_pred": test_pred,

@@ -1,0 +1,124 @@
+"""Price against its group's norm, counts, item_seq_number, seller aggregates and listing periods.
+
+Statistics are computed over train + test + the unlabeled active listings (no target is read), which is what
+mattered most in the winning Avito solutions: the price relative to category, city, params, image_top_1 and
+title-defined groups, and user-level aggregates from the active and periods files.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..textnorm import title_key
+from .base import BlockContext, BlockOutput, FeatureBlock
+from .registry import register
+
+DEFAULT_PRICE_GROUPS = [
+    ["category_name"],
+    ["category_name", "city"],
+    ["category_name", "region"],
+    ["parent_category_name", "city"],
+    ["category_name", "param_1"],
+    ["category_name", "param_1", "param_2", "param_3"],
+    ["image_top_1"],
+    ["category_name", "image_top_1"],
+    ["title_key"],
+    ["category_name", "title_key"],
+]
+DEFAULT_COUNT_GROUPS = [
+    ["region"], ["city"], ["category_name"], ["param_1"], ["param_2"], ["param_3"], ["image_top_1"],
+    ["user_id"], ["title_key"], ["category_name", "city"], ["user_id", "category_name"],
+    ["user_id", "activation_date"],
+]
+
+
+def listing_pool(ctx: BlockContext) -> pd.DataFrame:
+    """Train and test rows (row ids first, in order) followed by the active listings, with a ``title_key``."""
+    rows = ctx.data.all_rows()
+    rows["source"] = np.where(rows["is_test"], "test", "train")
+    extras = [f.assign(source=name) for name, f in ctx.data.extras.items() if name.endswith("_active")]
+    pool = pd.concat([rows, *extras], ignore_index=True) if extras else rows
+    pool["title_key"] = pool["title"].map(title_key)
+    pool["log_price"] = np.log1p(pool["price"].astype(float))
+    return pool
+
+
+def group_name(cols: list[str]) -> str:
+    return "x".join(c.replace("_name", "").replace("category", "cat") for c in cols)
+
+
+def price_vs_group(pool: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Where a listing's log price stands in its group: difference to mean and median, z-score, rank, size."""
+    keys = [pool[c].astype("string").fillna("<NA>") for c in cols]
+    grouped = pool["log_price"].groupby(keys, sort=False)
+    mean, median = grouped.transform("mean"), grouped.transform("median")
+    std = grouped.transform("std")
+    name = group_name(cols)
+    return pd.DataFrame({
+        f"tab_price_{name}_diff_mean": pool["log_price"] - mean,
+        f"tab_price_{name}_diff_median": pool["log_price"] - median,
+        f"tab_price_{name}_z": (pool["log_price"] - mean) / std.where(std > 0),
+        f"tab_price_{name}_rank": grouped.rank(pct=True),
+        f"tab_price_{name}_median": median,
+    })
+
+
+def counts(pool: pd.DataFrame, cols: list[str]) -> pd.Series:
+    keys = [pool[c].astype("string").fillna("<NA>") for c in cols]
+    return pool.groupby(keys, sort=False)[cols[0]].transform("size").rename(f"tab_count_{group_name(cols)}")
+
+
+def seller_aggregates(pool: pd.DataFrame) -> pd.DataFrame:
+    """What a seller's whole catalogue (train + test + active) looks like."""
+    by_user = pool.groupby("user_id", sort=False)
+    seq = pool["item_seq_number"].astype(float)
+    return pd.DataFrame({
+        "tab_user_items": by_user["item_id"].transform("size"),
+        "tab_user_active_items": by_user["source"].transform(lambda s: (s.str.endswith("active")).sum()),
+        "tab_user_categories": by_user["category_name"].transform("nunique"),
+        "tab_user_cities": by_user["city"].transform("nunique"),
+        "tab_user_price_mean": by_user["log_price"].transform("mean"),
+        "tab_user_price_std": by_user["log_price"].transform("std"),
+        "tab_user_seq_max": seq.groupby(pool["user_id"]).transform("max"),
+        "tab_seq_rank_in_user": seq.groupby(pool["user_id"]).rank(pct=True),
+        "tab_user_titles": by_user["title_key"].transform("nunique"),
+    })
+
+
+def period_features(pool: pd.DataFrame, periods: pd.DataFrame) -> pd.DataFrame:
+    """Days listed and times put up, per item (where the item has periods) and averaged per seller."""
+    days = (periods["date_to"] - periods["date_from"]).dt.days.astype(float)
+    per_item = pd.DataFrame({"days": days, "item_id": periods["item_id"]}).groupby("item_id")["days"]
+    item = pd.DataFrame({"item_days_total": per_item.sum(), "item_times_up": per_item.size(),
+                         "item_days_mean": per_item.mean()})
+    joined = pool[["item_id", "user_id"]].join(item, on="item_id")
+    by_user = joined.groupby("user_id", sort=False)
+    return pd.DataFrame({
+        "tab_item_days_total": joined["item_days_total"],
+        "tab_item_times_up": joined["item_times_up"],
+        "tab_user_days_mean": by_user["item_days_mean"].transform("mean"),
+        "tab_user_days_total_mean": by_user["item_days_total"].transform("mean"),
+        "tab_user_times_up_mean": by_user["item_times_up"].transform("mean"),
+        "tab_user_items_with_periods": by_user["item_times_up"].transform("count"),
+    })
+
+
+@register
+class TabularBlock(FeatureBlock):
+    name = "tabular"
+    version = "1"
+    default_params = {"price_groups": DEFAULT_PRICE_GROUPS, "count_groups": DEFAULT_COUNT_GROUPS}
+
+    def build(self, ctx: BlockContext) -> BlockOutput:
+        pool = listing_pool(ctx)
+        parts = [price_vs_group(pool, cols) for cols in self.params["price_groups"]]
+        parts += [counts(pool, cols).to_frame() for cols in self.params["count_groups"]]
+        parts.append(seller_aggregates(pool))
+        periods = [f for name, f in ctx.data.extras.items() if name.startswith("periods")]
+        if periods:
+            parts.append(period_features(pool, pd.concat(periods, ignore_index=True)))
+        dense = pd.concat(parts, axis=1)
+        dense["tab_price_is_zero"] = (pool["price"] == 0).astype(float)
+        dense["tab_title_desc_same_user_dupes"] = counts(pool, ["user_id", "title_key"])
+        n = ctx.data.n_train + ctx.data.n_test
+        return BlockOutput(dense=dense.iloc[:n].astype(np.float32).reset_index(drop=True))

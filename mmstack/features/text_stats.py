@@ -1,0 +1,63 @@
+"""Counts and shares that describe how a listing's text is written."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from .base import BlockContext, BlockOutput, FeatureBlock
+from .registry import register
+
+EMOJI = r"[\U0001F300-\U0001FAFF\u2600-\u27BF]"
+PHONE_LIKE = r"(?:\+7|8)[\s\-(]*9\d{2}[\s\-)]*\d{3}[\s\-]*\d{2}[\s\-]*\d{2}"
+LINK_LIKE = r"(?:https?://|www\.|\b[\w-]+\.(?:ru|com|рф|net|org)\b)"
+
+
+def _share(count: pd.Series, length: pd.Series) -> pd.Series:
+    return count / length.where(length > 0)
+
+
+def text_stats(text: pd.Series, prefix: str) -> pd.DataFrame:
+    """Length, word count, shares of capitals, digits, punctuation; emoji, '!', phone- and link-like patterns."""
+    text = text.fillna("")
+    length = text.str.len()
+    out = pd.DataFrame({
+        f"{prefix}_chars": length,
+        f"{prefix}_words": text.str.split().str.len(),
+        f"{prefix}_lines": text.str.count("\n") + (length > 0),
+        f"{prefix}_caps_share": _share(text.str.count(r"[A-ZА-ЯЁ]"), length),
+        f"{prefix}_digit_share": _share(text.str.count(r"\d"), length),
+        f"{prefix}_punct_share": _share(text.str.count(r"[^\w\s]"), length),
+        f"{prefix}_emoji": text.str.count(EMOJI),
+        f"{prefix}_exclaims": text.str.count("!"),
+        f"{prefix}_has_phone": text.str.contains(PHONE_LIKE, regex=True).astype(float),
+        f"{prefix}_has_link": text.str.contains(LINK_LIKE, regex=True, flags=re.I).astype(float),
+    })
+    out[f"{prefix}_missing"] = (length == 0).astype(float)
+    return out
+
+
+def title_words_in_description(title: pd.Series, description: pd.Series) -> np.ndarray:
+    """Share of the title's words that also occur in the description (NaN without a description)."""
+    shares = np.full(len(title), np.nan)
+    for i, (t, d) in enumerate(zip(title.fillna(""), description.fillna(""))):
+        words = set(re.findall(r"\w+", t.lower()))
+        if words and d:
+            shares[i] = len(words & set(re.findall(r"\w+", d.lower()))) / len(words)
+    return shares
+
+
+@register
+class TextStatsBlock(FeatureBlock):
+    name = "text_stats"
+    version = "1"
+    default_params = {"fields": ["title", "description"]}
+
+    def build(self, ctx: BlockContext) -> BlockOutput:
+        rows = ctx.data.all_rows()
+        parts = [text_stats(rows[f], f"ts_{f}") for f in self.params["fields"]]
+        dense = pd.concat(parts, axis=1)
+        if {"title", "description"} <= set(self.params["fields"]):
+            dense["ts_title_words_in_desc"] = title_words_in_description(rows["title"], rows["description"])
+        return BlockOutput(dense=dense.astype(np.float32).reset_index(drop=True))

@@ -1,0 +1,136 @@
+"""Target-reading blocks are out of fold: own target never used; on a noise target they carry no signal."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmstack.data import avito
+from mmstack.errors import ConfigError
+from mmstack.features.base import BlockContext, BlockOutput
+from mmstack.features.graph import GraphBlock, group_edges, hash_pairs, knn_pairs
+from mmstack.features.target_encoding import TargetEncodingBlock, m_estimate
+from mmstack.folds import Folds, make_fold_ids
+from mmstack.metrics import rmse
+from mmstack.models.base import ModelInput, train_model
+from mmstack.models.registry import make_model
+from mmstack.store import Store
+
+
+@pytest.fixture(scope="module")
+def noise_data(tiny_avito_dir):
+    """The tiny dataset with its target replaced by noise, keeping the zero-inflated shape."""
+    data = avito.load(tiny_avito_dir)
+    rng = np.random.default_rng(0)
+    y = np.where(rng.random(data.n_train) < 0.6, 0.0, rng.random(data.n_train))
+    train = data.train.assign(deal_probability=y)
+    return dataclasses.replace(data, train=train, fingerprint="noise")
+
+
+def _ctx(data, seed=1, n_folds=5):
+    folds = Folds(make_fold_ids(data.n_train, n_folds, "kfold", seed), n_folds, f"f{seed}")
+    return BlockContext(data=data, folds=folds, store=None, seed=seed)
+
+
+def _cv_on(out: BlockOutput, data, folds, tmp_path, nested: bool = True, columns=None) -> float:
+    columns = list(out.dense.columns) if columns is None else columns
+    views = {k: v[columns] for k, v in out.train_views.items()} if nested else {}
+    inputs = ModelInput(X=out.dense[columns], categorical=[], block_keys={"x": str(tmp_path)}, n_train=data.n_train,
+                        train_views=views)
+    model = make_model("lgb", {"max_rounds": 300, "early_stopping": 30, "num_leaves": 15, "min_data_in_leaf": 10,
+                               "learning_rate": 0.05})
+    return train_model(model, inputs, data.y, folds, Store(tmp_path), "noise", clip=(0, 1)).cv
+
+
+def _mean_predictor_cv(data, folds) -> float:
+    pred, _ = folds.out_of_fold(lambda tr: data.y[tr].mean(), lambda m, ids: np.full(len(ids), m), 0)
+    return rmse(data.y, pred)
+
+
+def test_m_estimate_values():
+    codes = np.array([0, 0, 1, 1, 1])
+    values = np.array([1.0, 0.0, 1.0, 1.0, 1.0])
+    table = m_estimate(codes, values, np.arange(5), m=2.0, n_codes=2)
+    prior = 0.8
+    assert table.tolist() == pytest.approx([(1 + 2 * prior) / 4, (3 + 2 * prior) / 5])
+
+
+def test_user_id_encoding_is_refused():
+    with pytest.raises(ConfigError, match="never encode by"):
+        TargetEncodingBlock({"groups": [["user_id"]]})
+
+
+def test_target_encoding_never_uses_own_target(noise_data):
+    ctx = _ctx(noise_data)
+    before = TargetEncodingBlock().build(ctx).dense
+    y = noise_data.y.copy()
+    y[17] = 1.0 - y[17]
+    changed = dataclasses.replace(noise_data, train=noise_data.train.assign(deal_probability=y))
+    after = TargetEncodingBlock().build(_ctx(changed)).dense
+    assert before.iloc[17].equals(after.iloc[17]), "row 17's encoding does not move with its own target"
+    others_in_fold = np.flatnonzero(ctx.folds.fold == ctx.folds.fold[17])
+    others_in_fold = others_in_fold[others_in_fold != 17]
+    assert before.iloc[others_in_fold].equals(after.iloc[others_in_fold]), "nor do its fold mates'"
+    assert not before.iloc[noise_data.n_train:].equals(after.iloc[noise_data.n_train:]), "test rows use all train"
+
+
+def test_noise_target_encodings_carry_no_signal(noise_data, tmp_path):
+    ctx = _ctx(noise_data)
+    out = TargetEncodingBlock().build(ctx)
+    baseline = _mean_predictor_cv(noise_data, ctx.folds)
+    assert _cv_on(out, noise_data, ctx.folds, tmp_path / "nested") >= baseline * 0.995
+    # Plain out-of-fold encodings in training (no nested views) look better than the mean predictor on noise:
+    # the leak the nested views close, and proof that this test can fail.
+    assert _cv_on(out, noise_data, ctx.folds, tmp_path / "plain", nested=False) < baseline * 0.99
+
+
+def test_nested_views_exclude_both_folds():
+    folds = Folds(np.array([0, 0, 1, 1, 2, 2], dtype=np.int8), 3, "t")
+    y = np.array([1.0, 2.0, 10.0, 20.0, 100.0, 200.0])
+    values, views = folds.out_of_fold(lambda tr: y[tr].sum(), lambda s, ids: np.full(len(ids), s), n_test=1)
+    assert values.tolist() == [330, 330, 303, 303, 33, 33, 333]
+    # model of fold 0 trains on rows of folds 1 and 2, each seeing only the fold that is neither its own nor 0
+    assert views[0].tolist() == [330, 330, 300, 300, 30, 30]
+    assert views[2].tolist() == [30, 30, 3, 3, 33, 33]
+
+
+def test_graph_target_means_are_out_of_fold(noise_data, tmp_path):
+    ctx = _ctx(noise_data)
+    out = GraphBlock({"edges": ["user", "title"]}).build(ctx)
+    dense = out.dense
+    # own target never used: flip row 5's target and its own neighbour means stay put
+    y = noise_data.y.copy()
+    y[5] = 1.0 - y[5]
+    changed = dataclasses.replace(noise_data, train=noise_data.train.assign(deal_probability=y))
+    again = GraphBlock({"edges": ["user", "title"]}).build(_ctx(changed)).dense
+    target_cols = [c for c in dense.columns if c.endswith("nb_target_mean")]
+    assert dense.loc[5, target_cols].equals(again.loc[5, target_cols])
+    assert set(out.train_views[0].columns) >= set(target_cols)
+    baseline = _mean_predictor_cv(noise_data, ctx.folds)
+    assert _cv_on(out, noise_data, ctx.folds, tmp_path / "graph", columns=target_cols) >= baseline * 0.995
+    graph = out.extras["graph"]
+    assert graph.num_nodes >= noise_data.n_train + noise_data.n_test and graph.edge_index.shape[0] == 2
+
+
+def test_group_edges_small_frame():
+    codes = np.array([0, 0, 1, 0, 2])
+    edges = group_edges(codes, max_links=5)
+    pairs = {tuple(e) for e in edges.T}
+    assert pairs == {(0, 1), (1, 0), (0, 3), (3, 0), (1, 3), (3, 1)}
+
+
+def test_hash_pairs_finds_near_duplicates_only():
+    base = np.uint64(0x0123456789ABCDEF)
+    near = base ^ np.uint64(0b101)  # two bits off
+    far = ~base
+    hashes = np.array([base, near, far, 0], dtype=np.uint64)  # 0 = no image
+    assert hash_pairs(hashes, max_bits=4).tolist() == [[0, 1]]
+    assert hash_pairs(hashes, max_bits=1).tolist() == []
+
+
+def test_knn_pairs():
+    v = np.array([[1, 0], [0.99, 0.1], [0, 1], [np.nan, np.nan]], dtype=np.float32)
+    pairs = {tuple(p) for p in knn_pairs(v, k=1)}
+    assert pairs == {(0, 1), (1, 0), (2, 1)}
