@@ -62,6 +62,42 @@ def run_cmd(
     typer.echo(f"report:     {run_dir / 'report.html'}")
 
 
+@app.command("features")
+def features_cmd(
+    config: Annotated[Path, typer.Argument(help="Task config.")],
+    input: Annotated[Optional[Path], typer.Option("--input", help="Input folder (default: task.input).")] = None,
+    workdir: Annotated[Path, typer.Option(help="Where the artifact folders live.")] = Path("."),
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value.")] = None,
+) -> None:
+    """Build (or reuse) the config's feature blocks and print what each holds."""
+    from .config import Config
+    from .pipeline import features_only
+
+    cache = features_only(Config.load(config, set_ or []), input, workdir)
+    for name, out in cache.outputs.items():
+        dense = 0 if out.dense is None else out.features().shape[1]
+        sparse = 0 if out.sparse is None else out.sparse.shape[1]
+        state = "reused" if cache.reused[name] else f"built in {cache.seconds[name]:.1f}s"
+        typer.echo(f"{name:16s} {cache.keys[name]}  dense {dense:4d}  sparse {sparse:6d}  {state}")
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="Task config.")],
+    model: Annotated[list[str], typer.Option("--model", help="Model key(s) to train, e.g. lgb.")],
+    input: Annotated[Optional[Path], typer.Option("--input", help="Input folder (default: task.input).")] = None,
+    workdir: Annotated[Path, typer.Option(help="Where the artifact folders live.")] = Path("."),
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value.")] = None,
+) -> None:
+    """Train (or reuse) level-1 models with K-fold OOF and print their CV."""
+    from .config import Config
+    from .pipeline import train_only
+
+    for r in train_only(Config.load(config, set_ or []), model, input, workdir):
+        typer.echo(f"{r.model:8s} cv {r.cv:.5f}  folds {' '.join(f'{s:.4f}' for s in r.fold_scores)}  "
+                   f"{'reused' if r.reused else f'{r.seconds:.1f}s'}  {r.name}")
+
+
 @app.command("runs")
 def runs_cmd(
     workdir: Annotated[Path, typer.Option(help="Work folder holding submissions/.")] = Path("."),

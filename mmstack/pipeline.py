@@ -116,9 +116,9 @@ def assemble(cache: BlockCache, names: list[str], kind: str, n_train: int) -> Mo
 
 
 def train_models(config: Config, spec: TaskSpec, data: Dataset, folds: Folds, store: Store,
-                 cache: BlockCache) -> list[ModelResult]:
+                 cache: BlockCache, only: list[str] | None = None) -> list[ModelResult]:
     results = []
-    for key in config.models:
+    for key in only or config.models:
         params = config.model_params(key)
         block_names = params.pop("blocks", None) or config.blocks
         unknown = [b for b in block_names if b not in cache.outputs]
@@ -182,6 +182,23 @@ def point_latest(store: Store, run_dir: Path) -> None:
         tmp.unlink()
     os.symlink(run_dir.name, tmp)
     os.replace(tmp, latest)
+
+
+def features_only(config: Config, input_dir: Path | None = None, workdir: Path | str = ".") -> BlockCache:
+    """Build (or reuse) the configured feature blocks; ``mmstack features``."""
+    store = Store(workdir)
+    _, data, folds = prepare(config, resolve_input(config, input_dir), store, Timer())
+    cache, _ = build_features(config, data, folds, store)
+    return cache
+
+
+def train_only(config: Config, models: list[str], input_dir: Path | None = None,
+               workdir: Path | str = ".") -> list[ModelResult]:
+    """Build what the models need and train (or reuse) just ``models``; ``mmstack train``."""
+    store = Store(workdir)
+    spec, data, folds = prepare(config, resolve_input(config, input_dir), store, Timer())
+    cache, _ = build_features(config, data, folds, store)
+    return train_models(config, spec, data, folds, store, cache, only=models)
 
 
 def run(config: Config, input_dir: Path | None = None, workdir: Path | str = ".") -> Path:

@@ -1,0 +1,80 @@
+"""One training loop for the PyTorch level-1 nets: seeded, early stopping on the fold's validation part,
+a progress bar per epoch with the validation score, best state kept."""
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device_for(preference: str = "auto") -> torch.device:
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+@torch.inference_mode()
+def predict_batches(net: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int, device: torch.device) -> np.ndarray:
+    net.eval()
+    n = len(tensors[0])
+    out = [net(*(t[i:i + batch_size].to(device) for t in tensors)).float().cpu() for i in range(0, n, batch_size)]
+    return torch.cat(out).numpy().ravel() if out else np.zeros(0)
+
+
+def train_net(net: nn.Module, train: Sequence[torch.Tensor], y_train: np.ndarray, valid: Sequence[torch.Tensor],
+              y_valid: np.ndarray, *, epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int,
+              seed: int, loss: str = "mse", desc: str = "net", device: torch.device | None = None,
+              num_threads: int | None = None) -> nn.Module:
+    """Fit ``net`` (which maps a batch of ``train`` tensors to predictions in [0, 1]); returns it at its best
+    validation epoch."""
+    seed_everything(seed)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    device = device or device_for()
+    net.to(device)
+    yt = torch.as_tensor(y_train, dtype=torch.float32)
+    criterion: Callable = nn.MSELoss() if loss == "mse" else nn.BCELoss()
+    optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs))
+    generator = torch.Generator().manual_seed(seed)
+    use_amp = device.type == "cuda"
+    best, best_state, waited = np.inf, copy.deepcopy(net.state_dict()), 0
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False)
+    for epoch in bar:
+        net.train()
+        order = torch.randperm(len(yt), generator=generator)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            batch = [t[idx].to(device) for t in train]
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                pred = net(*batch)
+            loss_value = criterion(pred.float().ravel(), yt[idx].to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss_value.backward()
+            optimiser.step()
+        scheduler.step()
+        score = float(np.sqrt(np.mean((predict_batches(net, valid, 4 * batch_size, device) - y_valid) ** 2)))
+        bar.set_postfix(valid_rmse=f"{score:.5f}")
+        log.debug("%s epoch %d valid rmse %.5f", desc, epoch + 1, score)
+        if score < best - 1e-6:
+            best, best_state, waited = score, copy.deepcopy(net.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    net.load_state_dict(best_state)
+    return net.cpu()

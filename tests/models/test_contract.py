@@ -1,0 +1,82 @@
+"""Contract of every registered level-1 model, on tiny generated data through the real feature blocks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmstack.data import avito
+from mmstack.features.base import BlockCache
+from mmstack.features.registry import make_block
+from mmstack.folds import load_or_make_folds
+from mmstack.models.registry import MODELS, _load_all, make_model
+from mmstack.models.base import train_model
+from mmstack.pipeline import assemble
+from mmstack.store import Store
+
+_load_all()
+FAST = {"max_rounds": 150, "early_stopping": 20, "epochs": 4, "patience": 2}
+BLOCKS = ["basic", "text_stats", "text_tfidf", "tabular", "target_encoding"]
+
+
+@pytest.fixture(scope="module")
+def blocks(tiny_avito_dir, tmp_path_factory):
+    data = avito.load(tiny_avito_dir)
+    store = Store(tmp_path_factory.mktemp("contract"))
+    folds = load_or_make_folds(store, "avito", data.fingerprint, data.n_train, n_folds=3)
+    cache = BlockCache(data, folds, store, seed=0)
+    made = {}
+    for name in BLOCKS:
+        cache.get(made.setdefault(name, make_block(name, {"svd_components": 5} if name == "text_tfidf" else None)),
+                  lambda n: made[n])
+    return data, folds, cache
+
+
+def _params(key: str, **extra) -> dict:
+    defaults = MODELS[key].default_params
+    return {**{k: v for k, v in FAST.items() if k in defaults}, **extra}
+
+
+def _changed(key: str) -> dict:
+    """The model's fast params with one of its own numeric params nudged."""
+    defaults = MODELS[key].default_params
+    name = next(k for k, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and k not in FAST and k != "num_threads")
+    value = defaults[name]
+    return _params(key, **{name: value + 1 if isinstance(value, int) else value * 1.5})
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_model_contract(key, blocks, tmp_path):
+    data, folds, cache = blocks
+    model = make_model(key, _params(key), seed=3)
+    inputs = assemble(cache, BLOCKS, model.input_kind, data.n_train)
+    store = Store(tmp_path / "a")
+    result = train_model(model, inputs, data.y, folds, store, "avito", clip=(0.0, 1.0))
+    assert result.oof.shape == (data.n_train,) and result.test.shape == (data.n_test,)
+    assert np.isfinite(result.oof).all() and np.isfinite(result.test).all()
+    assert (result.oof >= 0).all() and (result.oof <= 1).all() and (result.test >= 0).all() and (result.test <= 1).all()
+    assert len(result.fold_scores) == folds.n_folds and not result.reused
+    assert result.cv < 1.05 * np.std(data.y), "no worse than a constant, give or take noise on 600 rows"
+    oof_file = store.path("oof", "avito", result.name, ".parquet")
+    import pandas as pd
+
+    stored = pd.read_parquet(oof_file)
+    assert stored["row_id"].tolist() == list(range(data.n_train)) and (stored["fold"].to_numpy() == folds.fold).all()
+    # second call: reused, same predictions
+    again = train_model(make_model(key, _params(key), seed=3), inputs, data.y, folds, store, "avito", clip=(0.0, 1.0))
+    assert again.reused and np.array_equal(again.oof, result.oof)
+    # determinism: a fresh store, same seed, identical OOF
+    fresh = train_model(make_model(key, _params(key), seed=3), inputs, data.y, folds, Store(tmp_path / "b"), "avito",
+                        clip=(0.0, 1.0))
+    assert not fresh.reused and np.array_equal(fresh.oof, result.oof) and np.array_equal(fresh.test, result.test)
+    # a changed param changes the key
+    changed = make_model(key, _changed(key), seed=3)
+    from mmstack.models.base import run_key
+
+    assert run_key(changed, inputs, folds) != result.run_key
+    assert run_key(make_model(key, _params(key), seed=4), inputs, folds) != result.run_key, "the seed is in the key"
+
+
+def test_registry_has_the_zoo():
+    assert {"lgb", "cat", "xgb", "ridge", "mlp"} <= set(MODELS)
+    assert MODELS["ridge"].input_kind == "sparse"
