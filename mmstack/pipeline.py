@@ -160,13 +160,31 @@ def ablation(config: Config, spec: TaskSpec, data: Dataset, folds: Folds, store:
     return results
 
 
-def stack_predictions(results: list[ModelResult], y: np.ndarray, metric: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Until the blenders land: the best single model by CV (with one model, that model)."""
-    better = min if LOWER_IS_BETTER[metric] else max
-    best = better(results, key=lambda r: r.cv)
-    stack = {"method": "best_single", "cv": best.cv, "cv_in_sample": best.cv,
-             "weights": {r.model: float(r is best) for r in results}}
-    return stack, best.oof, best.test
+def stack_predictions(config: Config, spec: TaskSpec, results: list[ModelResult], y: np.ndarray,
+                      folds: Folds) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Blend the level-1 models with each configured blender; keep the one with the best nested CV."""
+    from .stack.nested import choose_stack, fit_stack
+
+    names = [r.model for r in results]
+    if len(results) == 1:
+        only = results[0]
+        return ({"method": "single", "cv": only.cv, "cv_in_sample": only.cv, "weights": {only.model: 1.0},
+                 "blenders": {}}, only.oof, only.test)
+    P = np.column_stack([r.oof for r in results])
+    P_test = np.column_stack([r.test for r in results])
+    blenders = config.get("stack.blenders", ["weights", "caruana", "ridge", "lgb"])
+    stacks = [fit_stack(key, config.get(f"stack.{key}", {}), names, P, y, P_test, folds, METRICS[spec.metric],
+                        spec.target_range, config.seed) for key in blenders]
+    best = choose_stack(stacks, LOWER_IS_BETTER[spec.metric])
+    for s in stacks:
+        log.info("stack %s: nested cv %s=%.5f (in-sample %.5f)%s", s.key, spec.metric, s.cv, s.cv_in_sample,
+                 "  <- chosen" if s is best else "")
+    summary = {"method": best.key, "cv": best.cv, "cv_in_sample": best.cv_in_sample, "weights": best.weights,
+               "blenders": {s.key: {"cv": s.cv, "cv_in_sample": s.cv_in_sample, "weights": s.weights}
+                            for s in stacks},
+               "best_single": {"model": min(results, key=lambda r: r.cv).model,
+                               "cv": min(r.cv for r in results)}}
+    return summary, best.nested_oof, best.test
 
 
 def new_run_id(config: Config) -> str:
@@ -214,7 +232,7 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     with timer.step("ablation"):
         ablation_cv = ablation(config, spec, data, folds, store, cache)
     with timer.step("stack"):
-        stack, stack_oof, stack_test = stack_predictions(results, data.y, spec.metric)
+        stack, stack_oof, stack_test = stack_predictions(config, spec, results, data.y, folds)
     run_id = new_run_id(config)
     run_dir = store.dir("submissions") / run_id
     with timer.step("report"):
