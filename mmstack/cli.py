@@ -102,11 +102,13 @@ def train_cmd(
 def runs_cmd(
     workdir: Annotated[Path, typer.Option(help="Work folder holding submissions/.")] = Path("."),
     task: Annotated[Optional[str], typer.Option(help="Only runs of this task.")] = None,
+    compare: Annotated[Optional[tuple[str, str]], typer.Option(help="Two run ids: per-model CV deltas.")] = None,
 ) -> None:
-    """Leaderboard of past runs, best stack CV first."""
+    """Leaderboard of past runs, best stack CV first (or the deltas between two runs)."""
     from rich.console import Console
     from rich.table import Table
 
+    from .errors import ConfigError
     from .metrics import LOWER_IS_BETTER
     from .runs import load_runs
     from .store import Store
@@ -114,6 +116,27 @@ def runs_cmd(
     runs = load_runs(Store(workdir), task)
     if not runs:
         typer.echo(f"no runs yet in {workdir / 'submissions'}")
+        return
+    if compare:
+        by_id = {r["run_id"]: r for r in runs}
+        missing = [rid for rid in compare if rid not in by_id]
+        if missing:
+            raise ConfigError(f"unknown run id(s) {', '.join(missing)}; see `mmstack runs`")
+        a, b = by_id[compare[0]], by_id[compare[1]]
+        table = Table(title=f"{a['run_id']} -> {b['run_id']} ({a['metric']}, negative = better)" if
+                      LOWER_IS_BETTER.get(a["metric"], True) else f"{a['run_id']} -> {b['run_id']}")
+        for col in ("model", "A", "B", "B - A"):
+            table.add_column(col)
+        rows = [(m, a["models"].get(m), b["models"].get(m)) for m in sorted(set(a["models"]) | set(b["models"]))]
+        rows.append(("stack", a["stack"], b["stack"]))
+        for name, x, y in rows:
+            table.add_row(name, "" if x is None else f"{x:.5f}", "" if y is None else f"{y:.5f}",
+                          "" if x is None or y is None else f"{y - x:+.5f}")
+        Console(width=120).print(table)
+        from .config import diff_flat
+
+        for change in diff_flat(a["config"], b["config"]) or ["(same config)"]:
+            typer.echo(f"  {change}")
         return
     models = sorted({m for r in runs for m in r["models"]})
     runs.sort(key=lambda r: r["stack"] if LOWER_IS_BETTER.get(r["metric"], True) else -r["stack"])

@@ -106,7 +106,9 @@ def assemble(cache: BlockCache, names: list[str], kind: str, n_train: int) -> Mo
         folds = sorted({k for out in outputs.values() for k in out.train_views})
         views = {k: pd.concat([o.train_views[k] for o in outputs.values() if k in o.train_views], axis=1)
                  for k in folds}
-        return ModelInput(X=X, categorical=categorical, block_keys=keys, n_train=n_train, train_views=views)
+        extras = {n: o.extras for n, o in outputs.items() if o.extras}
+        return ModelInput(X=X, categorical=categorical, block_keys=keys, n_train=n_train, train_views=views,
+                          extras=extras)
     import scipy.sparse as sp
 
     mats = [o.sparse for o in outputs.values() if o.sparse is not None]
@@ -249,7 +251,9 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
         })
         metrics["ablation"] = ablation_cv
         metrics["seconds"] = dict(timer.seconds)
-        write_report(run_dir, metrics, data.y, results, stack_oof, timer.seconds, changes)
+        groups = {c: data.train[c].astype(str).to_numpy() for c in config.get("report.residual_groups", [])
+                  if c in data.train.columns}
+        write_report(run_dir, metrics, data.y, results, stack_oof, timer.seconds, changes, groups)
     point_latest(store, run_dir)
     append_run(store, {"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
                        "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),

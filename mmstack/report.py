@@ -80,6 +80,33 @@ def plot_importance(importance: dict[str, float], title: str, path: Path, top: i
     return _save(fig, path)
 
 
+def plot_residuals_by_group(y: np.ndarray, oof: np.ndarray, groups: np.ndarray, title: str, path: Path) -> str:
+    """Mean residual (bias) and RMSE of the OOF predictions per group, largest groups first."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"g": groups, "res": oof - y})
+    stats = frame.groupby("g")["res"].agg(n="size", bias="mean", rmse=lambda r: float(np.sqrt(np.mean(r ** 2))))
+    stats = stats.sort_values("n", ascending=False).head(20)[::-1]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.3 * len(stats) + 1.2), sharey=True)
+    axes[0].barh(stats.index.astype(str), stats["bias"], color=np.where(stats["bias"] > 0, "C3", "C0"))
+    axes[0].axvline(0, color="k", lw=0.8)
+    axes[0].set(title=f"{title}: mean residual (pred - target)")
+    axes[1].barh(stats.index.astype(str), stats["rmse"], color="C2")
+    axes[1].set(title="RMSE")
+    for i, n in enumerate(stats["n"]):
+        axes[1].text(stats["rmse"].iloc[i], i, f" n={n}", va="center", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_bars(values: dict[str, float], title: str, xlabel: str, path: Path) -> str:
+    items = list(values.items())[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(items) + 1))
+    ax.barh([k for k, _ in items], [v for _, v in items], color=["C3" if v < 0 else "C0" for _, v in items])
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set(title=title, xlabel=xlabel)
+    return _save(fig, path)
+
+
 def _table(rows: list[list[Any]], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -93,12 +120,28 @@ def _fmt(value: Any) -> str:
 
 
 def write_report(run_dir: Path, metrics: dict[str, Any], y: np.ndarray, results: list[ModelResult],
-                 stack_oof: np.ndarray, step_seconds: dict[str, float], config_diff: list[str]) -> Path:
-    """Write metrics.json, the plots and report.html into ``run_dir``; returns the report's path."""
+                 stack_oof: np.ndarray, step_seconds: dict[str, float], config_diff: list[str],
+                 groups: dict[str, np.ndarray] | None = None) -> Path:
+    """Write metrics.json, the plots and report.html into ``run_dir``; returns the report's path.
+
+    ``groups`` maps a column name to its value per training row, for the residuals-by-group plots.
+    """
     write_json(run_dir / "metrics.json", metrics)
     metric = metrics["metric"]
     images = [("CV by model", plot_cv(results, metrics["stack"].get("cv"), metric, run_dir / "cv_by_model.png")),
               ("Stack: out-of-fold prediction against target", plot_oof(y, stack_oof, "stack", run_dir / "oof_stack.png"))]
+    for name, values in (groups or {}).items():
+        images.append((f"Stack residuals by {name}",
+                       plot_residuals_by_group(y, stack_oof, values, name, run_dir / f"residuals_{name}.png")))
+    stack_weights = metrics["stack"].get("weights", {})
+    if len(stack_weights) > 1:
+        images.append(("Blend weights", plot_bars(stack_weights, f"weights ({metrics['stack'].get('method')})",
+                                                   "weight", run_dir / "blend_weights.png")))
+    if metrics.get("ablation"):
+        deltas = {k: v["delta"] for k, v in metrics["ablation"].items() if k != "all blocks"}
+        images.append(("Feature block ablation", plot_bars(
+            deltas, "CV change when the variant replaces all blocks", f"delta CV {metric} (+ = worse without)",
+            run_dir / "ablation.png")))
     for r in results:
         if r.importance:
             images.append((f"{r.model}: feature importance",
@@ -113,9 +156,10 @@ def write_report(run_dir: Path, metrics: dict[str, Any], y: np.ndarray, results:
         "<h2>Level-1 models</h2>",
         _table(model_rows, ["model", f"CV {metric}", "folds", "fold std", "fit seconds", "status"]),
         "<h2>Stack</h2>",
-        _table([[stack.get("method", ""), stack.get("cv"), stack.get("cv_in_sample", ""),
-                 ", ".join(f"{k}={v:.3f}" for k, v in stack.get("weights", {}).items())]],
-               ["method", f"CV {metric} (nested)", "in-sample", "weights"]),
+        _table([[key, b["cv"], b["cv_in_sample"], ", ".join(f"{k}={v:.3f}" for k, v in b["weights"].items()),
+                 "chosen" if key == stack.get("method") else ""] for key, b in stack.get("blenders", {}).items()]
+               or [[stack.get("method", ""), stack.get("cv"), stack.get("cv_in_sample"), "", "chosen"]],
+               ["blender", f"CV {metric} (nested, honest)", "in-sample (optimistic)", "weights", ""]),
     ]
     if metrics.get("ablation"):
         parts += ["<h2>Feature block ablation</h2>",
@@ -129,8 +173,12 @@ def write_report(run_dir: Path, metrics: dict[str, Any], y: np.ndarray, results:
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
              "th{background:#f0f0f0}img{max-width:100%}figure{margin:1.5em 0}")
+    # lets a headless browser (and the tests) confirm that every plot loaded
+    check = ("<script>window.addEventListener('load',function(){var i=[].slice.call(document.images);"
+             "document.body.setAttribute('data-images-ok',i.filter(function(x){return x.complete&&x.naturalWidth>0})"
+             ".length+'/'+i.length);});</script>")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>mmstack report</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+            f"<style>{style}</style></head><body>{''.join(parts)}{check}</body></html>\n")
     path = run_dir / "report.html"
     write_text(path, page)
     return path

@@ -31,13 +31,20 @@ def avito_copy(tiny_avito_dir, tmp_path) -> Path:
     return dest
 
 
-@pytest.fixture
-def avito_config():
+# The default config made small and fast for tiny data: 3 folds, few rounds and epochs, small encoders.
+FAST = [
+    "folds.n_folds=3",
+    "models.lgb.max_rounds=200", "models.lgb.early_stopping=20",
+    "models.cat.max_rounds=150", "models.cat.early_stopping=20",
+    "models.xgb.max_rounds=150", "models.xgb.early_stopping=20",
+    "models.mlp.epochs=4", "models.mlp.patience=2",
+    "ablation.params={ learning_rate = 0.2, max_rounds = 100, early_stopping = 10 }",
+    "features.text_tfidf.svd_components=5",
+    "features.image_embed.image_size=64",
+]
+
+
+def fast_config(*overrides: str):
     from mmstack.config import Config
 
-    def make(*overrides: str) -> Config:
-        # small and fast: 3 folds, few rounds
-        base = ["folds.n_folds=3", "models.lgb.max_rounds=200", "models.lgb.early_stopping=20"]
-        return Config.load(ROOT / "configs" / "avito.toml", base + list(overrides))
-
-    return make
+    return Config.load(ROOT / "configs" / "avito.toml", FAST + list(overrides))

@@ -12,16 +12,13 @@ from typer.testing import CliRunner
 from mmstack.cli import app
 from mmstack.pipeline import run
 
+from .conftest import ROOT, fast_config
+
 
 @pytest.fixture(scope="module")
 def first_run(tiny_avito_dir, tmp_path_factory):
-    from mmstack.config import Config
-
-    from .conftest import ROOT
-
     workdir = tmp_path_factory.mktemp("work")
-    cfg = Config.load(ROOT / "configs" / "avito.toml",
-                      ["folds.n_folds=3", "models.lgb.max_rounds=200", "models.lgb.early_stopping=20"])
+    cfg = fast_config()
     start = time.perf_counter()
     run_dir = run(cfg, tiny_avito_dir, workdir)
     return workdir, run_dir, time.perf_counter() - start
@@ -43,78 +40,101 @@ def test_metrics_json_contract(first_run, tiny_avito_dir):
     _, run_dir, _ = first_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["task"] == "avito" and metrics["metric"] == "rmse" and metrics["n_folds"] == 3
-    lgb = metrics["models"]["lgb"]
-    assert len(lgb["folds"]) == 3 and lgb["seconds"] > 0
-    # the CV matches the stored OOF predictions, and beats predicting the mean
+    assert set(metrics["models"]) == {"lgb", "cat", "xgb", "ridge", "mlp"}
     y = pd.read_csv(tiny_avito_dir / "train.csv")["deal_probability"].to_numpy()
-    oof = pd.read_parquet(next((run_dir.parents[1] / "oof" / "avito").glob("lgb__*[0-9a-f].parquet")))
-    assert np.isclose(np.sqrt(np.mean((oof["pred"] - y) ** 2)), lgb["cv"])
-    assert lgb["cv"] < np.std(y)
-    assert metrics["stack"]["cv"] == pytest.approx(lgb["cv"]) and metrics["stack"]["weights"] == {"lgb": 1.0}
+    for key, model in metrics["models"].items():
+        assert len(model["folds"]) == 3 and model["seconds"] > 0
+        # the CV matches the stored OOF predictions
+        oof = pd.read_parquet(run_dir.parents[1] / "oof" / "avito" / f"{key}__{model['key']}.parquet")
+        assert np.isclose(np.sqrt(np.mean((oof["pred"] - y) ** 2)), model["cv"]), key
+    assert metrics["models"]["lgb"]["cv"] < np.std(y)
+    stack = metrics["stack"]
+    assert stack["method"] in stack["blenders"] and stack["cv"] == stack["blenders"][stack["method"]]["cv"]
+    assert all(b["cv"] >= b["cv_in_sample"] - 0.01 for b in stack["blenders"].values())
+    assert stack["best_single"]["cv"] == min(m["cv"] for m in metrics["models"].values())
+    weights = stack["blenders"]["weights"]["weights"]
+    assert sum(weights.values()) == pytest.approx(1.0) and min(weights.values()) >= 0
+    ablation = metrics["ablation"]
+    assert {"all blocks", "skeleton only", "without tabular", "without graph"} <= set(ablation)
+    assert ablation["all blocks"]["delta"] == 0.0
+    assert set(metrics["features"]) >= {"basic", "text_tfidf", "text_embed", "tabular", "target_encoding", "graph",
+                                        "image_stats", "image_embed"}
 
 
-def test_report_references_existing_images(first_run):
+def test_report_images_exist_and_load(first_run, tmp_path):
+    import re
+    import shutil
+    import subprocess
+
     _, run_dir, _ = first_run
     page = (run_dir / "report.html").read_text()
-    import re
-
     images = re.findall(r"<img src='([^']+)'", page)
-    assert "cv_by_model.png" in images and "oof_stack.png" in images and "importance_lgb.png" in images
+    expected = {"cv_by_model.png", "oof_stack.png", "importance_lgb.png", "blend_weights.png", "ablation.png",
+                "residuals_parent_category_name.png"}
+    assert expected <= set(images)
     for src in images:
-        assert (run_dir / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (run_dir / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        return  # parsed and checked above; CI machines with Chromium also render it below
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", (run_dir / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert f'data-images-ok="{len(images)}/{len(images)}"' in dom, "every image loaded in headless Chromium"
+    shot = run_dir / "report_screenshot.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1100,3000",
+                    (run_dir / "report.html").as_uri()], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_second_run_reuses_everything(first_run, tiny_avito_dir, caplog):
-    from mmstack.config import Config
-
-    from .conftest import ROOT
-
     workdir, _, first_seconds = first_run
-    cfg = Config.load(ROOT / "configs" / "avito.toml",
-                      ["folds.n_folds=3", "models.lgb.max_rounds=200", "models.lgb.early_stopping=20"])
     with caplog.at_level("INFO"):
-        run_dir = run(cfg, tiny_avito_dir, workdir)
+        run_dir = run(fast_config(), tiny_avito_dir, workdir)
     text = caplog.text
     assert "reused parsed tables" in text and "folds: reused" in text
-    assert "features: basic reused" in text and "lgb: reused" in text
+    for block in ("basic", "text_tfidf", "text_embed", "image_embed", "graph"):
+        assert f"features: {block} reused" in text
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["models"]["lgb"]["reused"] and all(f["reused"] for f in metrics["features"].values())
+    assert all(m["reused"] for m in metrics["models"].values())
+    assert all(f["reused"] for f in metrics["features"].values())
 
 
-def test_set_change_retrains_only_that_model(first_run, tiny_avito_dir, caplog):
-    from mmstack.config import Config
-
-    from .conftest import ROOT
-
+def test_set_change_retrains_only_that_model_and_the_stack(first_run, tiny_avito_dir, caplog):
     workdir, _, _ = first_run
-    cfg = Config.load(ROOT / "configs" / "avito.toml",
-                      ["folds.n_folds=3", "models.lgb.max_rounds=200", "models.lgb.early_stopping=20",
-                       "models.lgb.num_leaves=15"])
     with caplog.at_level("INFO"):
-        run_dir = run(cfg, tiny_avito_dir, workdir)
-    assert "features: basic reused" in caplog.text and "folds: reused" in caplog.text
+        run_dir = run(fast_config("models.lgb.num_leaves=15"), tiny_avito_dir, workdir)
+    assert "folds: reused" in caplog.text and " built " not in caplog.text, "no feature block rebuilt"
     assert "lgb fold 1/3 rmse=" in caplog.text and "lgb: reused" not in caplog.text
+    for other in ("cat", "xgb", "ridge", "mlp"):
+        assert f"{other}: reused" in caplog.text
+    assert "stack weights: nested cv" in caplog.text
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert not metrics["models"]["lgb"]["reused"]
+    assert not metrics["models"]["lgb"]["reused"] and metrics["models"]["cat"]["reused"]
 
     result = CliRunner().invoke(app, ["runs", "--workdir", str(workdir)])
     assert result.exit_code == 0, result.output
     assert "models.lgb.num_leaves: 63 -> 15" in result.output
     assert result.output.count("avito") >= 3
+    from mmstack.runs import load_runs
+    from mmstack.store import Store
+
+    runs = load_runs(Store(workdir))
+    result = CliRunner().invoke(app, ["runs", "--workdir", str(workdir), "--compare", runs[0]["run_id"],
+                                      runs[-1]["run_id"]])
+    assert result.exit_code == 0, result.output
+    delta = runs[-1]["models"]["lgb"] - runs[0]["models"]["lgb"]
+    assert f"{delta:+.5f}" in result.output and "models.lgb.num_leaves: 63 -> 15" in result.output
 
 
-def test_block_param_change_recomputes_that_block(first_run, tiny_avito_dir, caplog):
-    from mmstack.config import Config
-
-    from .conftest import ROOT
-
+def test_block_param_change_recomputes_that_block_only(first_run, tiny_avito_dir, caplog):
     workdir, _, _ = first_run
-    cfg = Config.load(ROOT / "configs" / "avito.toml",
-                      ["folds.n_folds=3", "models.lgb.max_rounds=200", "models.lgb.early_stopping=20",
-                       "features.basic.categoricals=['region', 'category_name']"])
     with caplog.at_level("INFO"):
-        run(cfg, tiny_avito_dir, workdir)
-    assert "features: basic built" in caplog.text and "folds: reused" in caplog.text
+        run(fast_config("features.text_stats.fields=['title']"), tiny_avito_dir, workdir)
+    built = [line for line in caplog.text.splitlines() if "features:" in line and " built " in line]
+    assert len(built) == 1 and "text_stats built" in built[0], built
 
 
 def test_cli_run_and_make_data(tmp_path):
@@ -127,6 +147,8 @@ def test_cli_run_and_make_data(tmp_path):
     assert (tmp_path / "in" / "train.csv").is_file() and not any((tmp_path / "in").glob("*_jpg"))
     result = runner.invoke(app, ["run", str(ROOT / "configs" / "avito.toml"), "--input", str(tmp_path / "in"),
                                  "--workdir", str(tmp_path / "w"), "--set", "folds.n_folds=2",
-                                 "--set", "models.lgb.max_rounds=50"])
+                                 "--set", "models.train=['lgb', 'ridge']", "--set", "ablation.enabled=false",
+                                 "--set", "models.lgb.max_rounds=50",
+                                 "--set", "features.blocks=['basic', 'text_tfidf', 'tabular', 'target_encoding']"])
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "w" / "submissions" / "latest" / "submission.csv")) == round(200 * 508_438 / 1_503_424)

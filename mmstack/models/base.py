@@ -34,6 +34,9 @@ class ModelInput:
     n_train: int
     # per fold k: replacement values of target-reading columns for training rows (Folds.out_of_fold)
     train_views: dict[int, pd.DataFrame] = field(default_factory=dict)
+    # other block artifacts by block name (e.g. {"graph": {"graph": torch_geometric Data}}); dense frames keep
+    # the row id as their index, so a model can find its rows in them
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def rows(self, index: np.ndarray) -> pd.DataFrame | sp.csr_matrix:
         if isinstance(self.X, pd.DataFrame):
@@ -73,6 +76,10 @@ class Level1Model:
                               f"known: {', '.join(sorted(self.default_params))}")
         self.params = {**self.default_params, **(params or {})}
         self.seed = seed
+
+    def bind(self, inputs: ModelInput) -> None:
+        """Called once before the fold loop: a model that needs more than its rows (a graph, all rows' features)
+        takes it here. The default needs nothing."""
 
     def fit_fold(self, X_train, y_train: np.ndarray, X_valid, y_valid: np.ndarray, categorical: list[str]) -> Any:
         raise NotImplementedError
@@ -132,6 +139,7 @@ def train_model(model: Level1Model, inputs: ModelInput, y: np.ndarray, folds: Fo
     fold_scores, fold_seconds, importance = [], [], {}
     fold_dir = store.path("models", task, name)
     X_test = inputs.rows(inputs.test_index)
+    model.bind(inputs)
     for k, tr, va in folds.split():
         fold_file = fold_dir / f"fold{k}.joblib"
         if fold_file.is_file():
