@@ -181,7 +181,16 @@ def stack_predictions(config: Config, spec: TaskSpec, results: list[ModelResult]
     for s in stacks:
         log.info("stack %s: nested cv %s=%.5f (in-sample %.5f)%s", s.key, spec.metric, s.cv, s.cv_in_sample,
                  "  <- chosen" if s is best else "")
+    # what each model adds: the chosen blender's nested CV with that model left out
+    without = {}
+    if len(results) > 2:
+        for j, name in enumerate(names):
+            keep = [i for i in range(len(names)) if i != j]
+            other = fit_stack(best.key, config.get(f"stack.{best.key}", {}), [names[i] for i in keep], P[:, keep], y,
+                              P_test[:, keep], folds, METRICS[spec.metric], spec.target_range, config.seed)
+            without[name] = {"cv": other.cv, "delta": other.cv - best.cv}
     summary = {"method": best.key, "cv": best.cv, "cv_in_sample": best.cv_in_sample, "weights": best.weights,
+               "without_model": without,
                "blenders": {s.key: {"cv": s.cv, "cv_in_sample": s.cv_in_sample, "weights": s.weights}
                             for s in stacks},
                "best_single": {"model": min(results, key=lambda r: r.cv).model,

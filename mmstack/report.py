@@ -161,6 +161,10 @@ def write_report(run_dir: Path, metrics: dict[str, Any], y: np.ndarray, results:
                or [[stack.get("method", ""), stack.get("cv"), stack.get("cv_in_sample"), "", "chosen"]],
                ["blender", f"CV {metric} (nested, honest)", "in-sample (optimistic)", "weights", ""]),
     ]
+    if stack.get("without_model"):
+        parts += ["<h2>Model ablation: the stack without each model</h2>",
+                  _table([[k, v["cv"], v["delta"]] for k, v in stack["without_model"].items()],
+                         ["left out", f"stack CV {metric} (nested)", "delta vs full stack (+ = the model helps)"])]
     if metrics.get("ablation"):
         parts += ["<h2>Feature block ablation</h2>",
                   _table([[k, v["cv"], v.get("delta", "")] for k, v in metrics["ablation"].items()],

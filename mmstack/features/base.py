@@ -5,6 +5,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,6 +19,27 @@ from ..folds import Folds
 from ..store import Store, atomic_path, make_key, read_json
 
 log = logging.getLogger(__name__)
+
+
+class LazyExtras(Mapping):
+    """A block's stored extras, unpickled on first access (a torch_geometric graph costs seconds to import)."""
+
+    def __init__(self, path: Path, keys: list[str]):
+        self._path, self._keys, self._loaded = path, list(keys), None
+
+    def _data(self) -> dict[str, Any]:
+        if self._loaded is None:
+            self._loaded = joblib.load(self._path)
+        return self._loaded
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 @dataclass
@@ -35,7 +57,7 @@ class BlockOutput:
     # dense columns that other blocks read but models must not (e.g. an image hash)
     non_features: list[str] = field(default_factory=list)
     # other artifacts (e.g. a torch_geometric graph), saved with joblib
-    extras: dict[str, Any] = field(default_factory=dict)
+    extras: Mapping[str, Any] = field(default_factory=dict)
     # target-reading blocks: training rows as the model of fold k must see them in training (see
     # Folds.out_of_fold); columns are a subset of ``dense``, rows the training rows
     train_views: dict[int, pd.DataFrame] = field(default_factory=dict)
@@ -55,11 +77,11 @@ class BlockOutput:
             if self.sparse is not None:
                 sp.save_npz(tmp / "sparse.npz", self.sparse.tocsr())
             if self.extras:
-                joblib.dump(self.extras, tmp / "extras.joblib")
+                joblib.dump(dict(self.extras), tmp / "extras.joblib")
             for k, view in self.train_views.items():
                 view.to_parquet(tmp / f"train_view_{k}.parquet", index=False)
             meta = {"categorical": self.categorical, "sparse_names": self.sparse_names, "n_rows": self.n_rows,
-                    "non_features": self.non_features}
+                    "non_features": self.non_features, "extras": list(self.extras)}
             (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
 
     @classmethod
@@ -67,7 +89,7 @@ class BlockOutput:
         meta = read_json(path / "meta.json")
         dense = pd.read_parquet(path / "dense.parquet") if (path / "dense.parquet").exists() else None
         sparse = sp.load_npz(path / "sparse.npz").tocsr() if (path / "sparse.npz").exists() else None
-        extras = joblib.load(path / "extras.joblib") if (path / "extras.joblib").exists() else {}
+        extras = LazyExtras(path / "extras.joblib", meta.get("extras", [])) if (path / "extras.joblib").exists() else {}
         views = {int(p.stem.rsplit("_", 1)[1]): pd.read_parquet(p) for p in path.glob("train_view_*.parquet")}
         return cls(dense=dense, categorical=meta["categorical"], sparse=sparse, sparse_names=meta["sparse_names"],
                    non_features=meta.get("non_features", []), extras=extras, train_views=views)

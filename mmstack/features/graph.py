@@ -152,7 +152,7 @@ def neighbour_features(name: str, nb, log_price: np.ndarray, ctx: BlockContext, 
 @register
 class GraphBlock(FeatureBlock):
     name = "graph"
-    version = "2"
+    version = "3"
     reads_target = True
     default_params = {
         "edges": ["user", "title", "image", "knn"],

@@ -22,7 +22,8 @@ def make_block(name: str, params: dict | None = None) -> FeatureBlock:
 
 
 # modules that register blocks on import
-BLOCK_MODULES = ("basic", "text_stats", "text_tfidf", "text_embed", "tabular", "target_encoding", "graph")
+BLOCK_MODULES = ("basic", "text_stats", "text_tfidf", "text_embed", "image_stats", "image_embed", "tabular",
+                 "target_encoding", "graph")
 
 
 def _load_all() -> None:
