@@ -99,8 +99,9 @@ def main() -> None:
     lines = ["## Feature blocks", "",
              f"`python benchmarks/features.py --rows {args.rows} --image-rows {args.image_rows}`: each block alone in "
              "a fresh process on generated data (text and tabular blocks on the big set, image blocks on the small "
-             "one with images). Peak memory is the block's peak RSS above the process's RSS after loading the data; "
-             "'input' is the loaded tables' size. Full-size cost extrapolates rows/s linearly to the Kaggle "
+             "one with images). Peak memory is how far the block pushed the process's peak RSS above the peak it had "
+             "after loading the data (and building the block's dependencies): a lower bound, and 0 where the block "
+             "stayed under that earlier peak. 'Input' is the size of the loaded tables. Full-size cost extrapolates rows/s linearly to the Kaggle "
              f"train + test ({FULL_ROWS:,} rows; images: one per row).", "",
              "| block | rows | seconds | rows/s | columns | peak extra MB | input MB | extra / input | full Avito (min) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

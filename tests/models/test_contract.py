@@ -13,9 +13,18 @@ from mmstack.models.base import train_model
 from mmstack.pipeline import assemble
 from mmstack.store import Store
 
+import mmstack.features.image_tokens  # noqa: E402,F401  (register the token blocks)
+import mmstack.features.text_tokens  # noqa: E402,F401
+import mmstack.models.gnn  # noqa: E402,F401  (register the nets)
+import mmstack.models.xattn  # noqa: E402,F401
+
 _load_all()
 FAST = {"max_rounds": 150, "early_stopping": 20, "epochs": 4, "patience": 2}
 BLOCKS = ["basic", "text_stats", "text_tfidf", "tabular", "target_encoding"]
+# blocks a model needs beyond BLOCKS (their artifacts reach it through ModelInput.extras)
+MODEL_BLOCKS = {"xattn": ["text_tokens", "image_tokens"], "gnn": ["graph"]}
+BLOCK_PARAMS = {"text_tfidf": {"svd_components": 5}, "graph": {"edges": ["user", "title"]},
+                "image_tokens": {"image_size": 64, "pca_images": 64}}
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +34,8 @@ def blocks(tiny_avito_dir, tmp_path_factory):
     folds = load_or_make_folds(store, "avito", data.fingerprint, data.n_train, n_folds=3)
     cache = BlockCache(data, folds, store, seed=0)
     made = {}
-    for name in BLOCKS:
-        cache.get(made.setdefault(name, make_block(name, {"svd_components": 5} if name == "text_tfidf" else None)),
-                  lambda n: made[n])
+    for name in BLOCKS + sorted({b for extra in MODEL_BLOCKS.values() for b in extra}):
+        cache.get(made.setdefault(name, make_block(name, BLOCK_PARAMS.get(name))), lambda n: made[n])
     return data, folds, cache
 
 
@@ -49,7 +57,7 @@ def _changed(key: str) -> dict:
 def test_model_contract(key, blocks, tmp_path):
     data, folds, cache = blocks
     model = make_model(key, _params(key), seed=3)
-    inputs = assemble(cache, BLOCKS, model.input_kind, data.n_train)
+    inputs = assemble(cache, BLOCKS + MODEL_BLOCKS.get(key, []), model.input_kind, data.n_train)
     store = Store(tmp_path / "a")
     result = train_model(model, inputs, data.y, folds, store, "avito", clip=(0.0, 1.0))
     assert result.oof.shape == (data.n_train,) and result.test.shape == (data.n_test,)
@@ -78,5 +86,5 @@ def test_model_contract(key, blocks, tmp_path):
 
 
 def test_registry_has_the_zoo():
-    assert {"lgb", "cat", "xgb", "ridge", "mlp"} <= set(MODELS)
+    assert {"lgb", "cat", "xgb", "ridge", "mlp", "xattn", "gnn"} <= set(MODELS)
     assert MODELS["ridge"].input_kind == "sparse"
