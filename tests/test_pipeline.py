@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mmstack.cli import app
 from mmstack.pipeline import run
 
-from .conftest import ROOT, fast_config
+from .conftest import fast_config
 
 
 @pytest.fixture(scope="module")

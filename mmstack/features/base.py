@@ -135,6 +135,15 @@ class FeatureBlock:
                               f"known: {', '.join(sorted(self.default_params)) or 'none'}")
         self.params = {**self.default_params, **(params or {})}
 
+    def require_ints(self, lows: dict[str, int]) -> None:
+        """Check that each named param is an integer at least its low bound (a clear ConfigError if not)."""
+        from ..errors import ConfigError
+
+        for key, low in lows.items():
+            value = self.params[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"features.{self.name}.{key} must be an integer >= {low}, got {value!r}")
+
     def key(self, data: Dataset, folds: Folds, input_keys: dict[str, str]) -> str:
         return make_key(self.name, self.version, data.fingerprint, self.params,
                         folds.key if self.reads_target else None, input_keys)

@@ -191,10 +191,7 @@ class ImageEmbedBlock(FeatureBlock):
     def __init__(self, params=None):
         super().__init__(params)
         p = self.params
-        for key, low in (("image_size", 32), ("batch_size", 1), ("pca_components", 0), ("top_k", 0),
-                         ("num_threads", 0)):
-            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < low:
-                raise ConfigError(f"features.image_embed.{key} must be an integer >= {low}, got {p[key]!r}")
+        self.require_ints({"image_size": 32, "batch_size": 1, "pca_components": 0, "top_k": 0, "num_threads": 0})
         if p["pca_components"] > EMBED_DIM or p["top_k"] > N_CLASSES:
             raise ConfigError(f"features.image_embed: pca_components <= {EMBED_DIM} and top_k <= {N_CLASSES}")
 

@@ -175,9 +175,7 @@ class ImageStatsBlock(FeatureBlock):
     def __init__(self, params=None):
         super().__init__(params)
         p = self.params
-        for key in ("n_jobs", "chunk_size"):
-            if not isinstance(p[key], int) or p[key] < 1:
-                raise ConfigError(f"features.image_stats.{key} must be an integer >= 1, got {p[key]!r}")
+        self.require_ints({"n_jobs": 1, "chunk_size": 1})
         if p["backend"] not in ("loky", "threading"):
             raise ConfigError(f"features.image_stats.backend must be 'loky' or 'threading', got {p['backend']!r}")
 

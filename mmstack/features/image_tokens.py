@@ -105,10 +105,7 @@ class ImageTokensBlock(FeatureBlock):
     def __init__(self, params=None):
         super().__init__(params)
         p = self.params
-        for key, low in (("image_size", 32), ("components", 1), ("pca_images", 1), ("batch_size", 1),
-                         ("num_threads", 0)):
-            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < low:
-                raise ConfigError(f"features.image_tokens.{key} must be an integer >= {low}, got {p[key]!r}")
+        self.require_ints({"image_size": 32, "components": 1, "pca_images": 1, "batch_size": 1, "num_threads": 0})
         if p["components"] > EMBED_DIM:
             raise ConfigError(f"features.image_tokens.components must be <= {EMBED_DIM}")
 

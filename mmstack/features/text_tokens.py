@@ -74,9 +74,7 @@ class TextTokensBlock(FeatureBlock):
     def __init__(self, params=None):
         super().__init__(params)
         p = self.params
-        for key, low in (("vocab_size", 1), ("min_count", 1), ("title_len", 1), ("max_len", 2)):
-            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < low:
-                raise ConfigError(f"features.text_tokens.{key} must be an integer >= {low}, got {p[key]!r}")
+        self.require_ints({"vocab_size": 1, "min_count": 1, "title_len": 1, "max_len": 2})
         if p["title_len"] >= p["max_len"]:
             raise ConfigError("features.text_tokens: title_len must be below max_len (room for the description)")
 

@@ -1,7 +1,6 @@
 """Loader and validator: every bad input gives a clear InputError naming file, column and row."""
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 import zipfile
