@@ -153,7 +153,8 @@ def runs_cmd(
         changes = "; ".join(r["changes"][:3]) + (f" (+{len(r['changes']) - 3})" if len(r["changes"]) > 3 else "")
         table.add_row(r["run_id"], r["time"], r["task"], f"{r['stack']:.5f}",
                       *[f"{r['models'][m]:.5f}" if m in r["models"] else "" for m in models], changes)
-    Console(width=max(120, os.get_terminal_size().columns if sys.stdout.isatty() else 160)).print(table)
+    # a terminal folds long cells to its width; a pipe or file gets whole lines, one run per line
+    Console(width=max(120, os.get_terminal_size().columns) if sys.stdout.isatty() else 1000).print(table)
 
 
 def entry() -> None:

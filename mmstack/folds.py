@@ -53,6 +53,9 @@ class Folds:
         values for training rows would leak: within a group, rows of fold j see the group total minus fold j,
         which includes fold k's targets, so encoding and target are correlated alike in training and validation.
         """
+        if self.n_folds < 3:
+            raise ConfigError(f"features that read the target need folds.n_folds >= 3 (got {self.n_folds}): "
+                              "with 2 folds no rows are left outside both a row's fold and the model's fold")
         n_train = len(self.fold)
         test_values = np.asarray(apply(fit(np.arange(n_train)), np.arange(n_train, n_train + n_test)))
         values = np.empty((n_train + n_test,) + test_values.shape[1:], dtype=np.float64)

@@ -38,6 +38,7 @@ FAST = [
     "models.cat.max_rounds=150", "models.cat.early_stopping=20",
     "models.xgb.max_rounds=150", "models.xgb.early_stopping=20",
     "models.mlp.epochs=4", "models.mlp.patience=2",
+    "models.xattn.epochs=2", "models.gnn.epochs=3",
     "ablation.params={ learning_rate = 0.2, max_rounds = 100, early_stopping = 10 }",
     "features.text_tfidf.svd_components=5",
     "features.image_embed.image_size=64",

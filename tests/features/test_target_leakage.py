@@ -96,6 +96,12 @@ def test_nested_views_exclude_both_folds():
     assert views[2].tolist() == [30, 30, 3, 3, 33, 33]
 
 
+def test_nested_values_need_three_folds():
+    folds = Folds(np.array([0, 1, 0, 1], dtype=np.int8), 2, "t")
+    with pytest.raises(ConfigError, match="n_folds >= 3"):
+        folds.out_of_fold(lambda tr: tr.size, lambda s, ids: np.full(len(ids), s), n_test=0)
+
+
 def test_graph_target_means_are_out_of_fold(noise_data, tmp_path):
     ctx = _ctx(noise_data)
     out = GraphBlock({"edges": ["user", "title"]}).build(ctx)
