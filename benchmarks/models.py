@@ -24,20 +24,38 @@ MODELS = ["lgb", "cat", "xgb", "ridge", "mlp"]
 BLOCKS = ["basic", "text_stats", "text_tfidf", "text_embed", "tabular", "target_encoding", "graph"]
 
 
-def child(model: str, data_dir: str, work: str, blocks: str) -> None:
+def bench_config(overrides: list[str]):
+    """configs/avito.toml with the benchmark's overrides."""
     from mmstack.config import Config
+
+    return Config.load(Path(__file__).resolve().parents[1] / "configs" / "avito.toml", overrides)
+
+
+def block_overrides(blocks: str) -> list[str]:
+    return [f"features.blocks={json.dumps(blocks.split(','))}", "features.graph.edges=['user', 'title', 'knn']"]
+
+
+def child(model: str, data_dir: str, work: str, overrides: str) -> None:
     from mmstack.pipeline import train_only
 
-    cfg = Config.load(Path(__file__).resolve().parents[1] / "configs" / "avito.toml",
-                      [f"features.blocks={json.dumps(blocks.split(','))}",
-                       "features.graph.edges=['user', 'title', 'knn']"])
+    cfg = bench_config(json.loads(overrides))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     result = train_only(cfg, [model], Path(data_dir), work)[0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"model": model, "cv": result.cv, "folds": result.fold_scores, "fit_seconds": result.seconds,
                       "wall_seconds": time.perf_counter() - start, "peak_mb": peak, "base_mb": base,
-                      "reused": result.reused}))
+                      "reused": result.reused, "params": result.params}))
+
+
+def fit_in_child(model: str, data_dir: Path, work: Path, overrides: list[str]) -> dict:
+    """Train (or reuse) one model in a fresh process, so that its peak RSS is its own; its result as a dict."""
+    proc = subprocess.run([sys.executable, __file__, "--child", model, str(data_dir), str(work),
+                           json.dumps(overrides)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"model {model} failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -56,23 +74,16 @@ def main() -> None:
 
         write_avito(data_dir, rows=args.rows, seed=123, images=False)
     work = args.data / f"work-models-{args.rows}"
-    from mmstack.config import Config
     from mmstack.pipeline import features_only
 
-    cfg = Config.load(Path(__file__).resolve().parents[1] / "configs" / "avito.toml",
-                      [f"features.blocks={json.dumps(args.blocks.split(','))}",
-                       "features.graph.edges=['user', 'title', 'knn']"])
+    overrides = block_overrides(args.blocks)
+    cfg = bench_config(overrides)
     start = time.perf_counter()
     features_only(cfg, data_dir, work)
     feature_seconds = time.perf_counter() - start
     results = []
     for model in args.models.split(","):
-        proc = subprocess.run([sys.executable, __file__, "--child", model, str(data_dir), str(work), args.blocks],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"model {model} failed")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = fit_in_child(model, data_dir, work, overrides)
         results.append(r)
         print(f"{model:6s} cv {r['cv']:.5f}  fit {r['fit_seconds']:7.1f}s  peak RSS {r['peak_mb']:6.0f} MB"
               f"{'  (reused)' if r['reused'] else ''}", flush=True)
