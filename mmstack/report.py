@@ -146,7 +146,7 @@ def write_report(run_dir: Path, metrics: dict[str, Any], y: np.ndarray, results:
         if r.importance:
             images.append((f"{r.model}: feature importance",
                            plot_importance(r.importance, r.model, run_dir / f"importance_{r.model}.png")))
-    model_rows = [[m, v["cv"], " ".join(f"{s:.4f}" for s in v["folds"]), float(np.std(v["folds"])), v["seconds"],
+    model_rows = [[m, v["cv"], " ".join(f"{s:.4f}" for s in v["folds"]), float(np.std(v["folds"])), f"{v['seconds']:.1f}",
                    "reused" if v.get("reused") else "trained"] for m, v in metrics["models"].items()]
     stack = metrics["stack"]
     parts = [
@@ -169,7 +169,7 @@ def write_report(run_dir: Path, metrics: dict[str, Any], y: np.ndarray, results:
         parts += ["<h2>Feature block ablation</h2>",
                   _table([[k, v["cv"], v.get("delta", "")] for k, v in metrics["ablation"].items()],
                          ["variant", f"CV {metric}", "delta vs all blocks"])]
-    parts += ["<h2>Time per step</h2>", _table([[k, v] for k, v in step_seconds.items()], ["step", "seconds"]),
+    parts += ["<h2>Time per step</h2>", _table([[k, f"{v:.1f}"] for k, v in step_seconds.items()], ["step", "seconds"]),
               "<h2>Config changes since the previous run</h2>",
               "<pre>" + html.escape("\n".join(config_diff) or "(none)") + "</pre>", "<h2>Plots</h2>"]
     parts += [f"<figure><img src='{html.escape(src)}' alt='{html.escape(cap)}'><figcaption>{html.escape(cap)}"

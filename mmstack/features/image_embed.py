@@ -148,6 +148,28 @@ class EfficientNetLite0Encoder:
         return np.concatenate(maps)
 
 
+def principal_axes(cov: np.ndarray, k: int, rel_tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` eigenvalues and unit axes of a covariance matrix, deterministic and rank-safe.
+
+    Axes are sign-fixed (largest loading positive); an axis whose eigenvalue is below ``rel_tol`` times the largest
+    (beyond the data's rank) is zeroed, so that it projects to 0 rather than to amplified noise.
+    """
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1][:k]
+    values, comps = values[order], vectors[:, order]
+    comps = comps * np.where(values > rel_tol * max(values.max(initial=0.0), 1e-30), 1.0, 0.0)
+    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(comps.shape[1])])
+    return values, comps * np.where(signs == 0, 1.0, signs)
+
+
+class PixelBlock(FeatureBlock):
+    """A block computed from the images by the EfficientNet-Lite0 model: its key covers pixels and model too."""
+
+    def key(self, data, folds, input_keys: dict[str, str]) -> str:
+        # the data fingerprint covers the CSVs only
+        return make_key(super().key(data, folds, input_keys), images_key(data.images), model_identity())
+
+
 def pca_projection(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
     """Exact PCA of ``x[rows]`` to ``k`` float32 columns, computed in row chunks (no float64 copy of all of x).
 
@@ -165,11 +187,7 @@ def pca_projection(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 4096) -
     for s in range(0, len(rows), chunk):
         c = x[rows[s:s + chunk]].astype(np.float64) - mean
         cov += c.T @ c
-    values, vectors = np.linalg.eigh(cov / len(rows))
-    order = np.argsort(values)[::-1][:k]
-    comps = vectors[:, order] * np.where(values[order] > 1e-10 * max(values.max(), 1e-30), 1.0, 0.0)
-    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(comps.shape[1])])
-    comps = comps * np.where(signs == 0, 1.0, signs)
+    _, comps = principal_axes(cov / len(rows), k, rel_tol=1e-10)
     out = np.empty((len(rows), k), dtype=np.float32)
     for s in range(0, len(rows), chunk):
         out[s:s + chunk] = (x[rows[s:s + chunk]].astype(np.float64) - mean) @ comps
@@ -177,7 +195,7 @@ def pca_projection(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 4096) -
 
 
 @register
-class ImageEmbedBlock(FeatureBlock):
+class ImageEmbedBlock(PixelBlock):
     """EfficientNet-Lite0 pooled features (PCA-reduced), ImageNet top-k probabilities and classes, entropy."""
 
     name = "image_embed"
@@ -194,10 +212,6 @@ class ImageEmbedBlock(FeatureBlock):
         self.require_ints({"image_size": 32, "batch_size": 1, "pca_components": 0, "top_k": 0, "num_threads": 0})
         if p["pca_components"] > EMBED_DIM or p["top_k"] > N_CLASSES:
             raise ConfigError(f"features.image_embed: pca_components <= {EMBED_DIM} and top_k <= {N_CLASSES}")
-
-    def key(self, data, folds, input_keys: dict[str, str]) -> str:
-        # pixels and the model decide the vectors too; the data fingerprint covers only the CSVs
-        return make_key(super().key(data, folds, input_keys), images_key(data.images), model_identity())
 
     def columns(self) -> tuple[list[str], list[str], list[str]]:
         """Embedding, top-k probability and top-k class column names."""

@@ -29,10 +29,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..store import make_key
-from .base import BlockContext, BlockOutput, FeatureBlock
-from .image_embed import EMBED_DIM, EfficientNetLite0Encoder, decode_for_model, model_identity, torch_threads
-from .image_stats import image_refs, images_key
+from .base import BlockContext, BlockOutput
+from .image_embed import (EMBED_DIM, EfficientNetLite0Encoder, PixelBlock, decode_for_model, principal_axes,
+                          torch_threads)
+from .image_stats import image_refs
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -81,21 +81,15 @@ def patch_pca(patches: "torch.Tensor", k: int) -> tuple["torch.Tensor", "torch.T
     x = patches.double()
     mean = x.mean(dim=0)
     centred = x - mean
-    cov = centred.T @ centred / max(1, len(x))
-    values, vectors = torch.linalg.eigh(cov)
-    order = torch.argsort(values, descending=True)[:k]
-    values, comps = values[order], vectors[:, order]
-    signs = torch.sign(comps[comps.abs().argmax(dim=0), torch.arange(comps.shape[1])])
-    comps = comps * torch.where(signs == 0, 1.0, signs)
-    keep = values > 1e-8 * max(float(values.max()) if len(values) else 0.0, 1e-30)
-    scale = torch.where(keep, 1.0 / values.clamp_min(1e-30).sqrt(), torch.zeros_like(values))
+    values, comps = principal_axes((centred.T @ centred / max(1, len(x))).numpy(), k, rel_tol=1e-8)
+    scale = np.where(comps.any(axis=0), 1.0 / np.sqrt(np.maximum(values, 1e-30)), 0.0)  # whitening
     projection = torch.zeros(x.shape[1], k, dtype=torch.float64)
-    projection[:, :comps.shape[1]] = comps * scale
+    projection[:, :comps.shape[1]] = torch.from_numpy(comps * scale)
     return mean, projection
 
 
 @register
-class ImageTokensBlock(FeatureBlock):
+class ImageTokensBlock(PixelBlock):
     """Per listing a grid of PCA-projected EfficientNet-Lite0 patch tokens (float16) and a presence flag."""
 
     name = "image_tokens"
@@ -108,10 +102,6 @@ class ImageTokensBlock(FeatureBlock):
         self.require_ints({"image_size": 32, "components": 1, "pca_images": 1, "batch_size": 1, "num_threads": 0})
         if p["components"] > EMBED_DIM:
             raise ConfigError(f"features.image_tokens.components must be <= {EMBED_DIM}")
-
-    def key(self, data, folds, input_keys: dict[str, str]) -> str:
-        # the data fingerprint covers the CSVs only: pixels and the CNN decide the tokens too
-        return make_key(super().key(data, folds, input_keys), images_key(data.images), model_identity())
 
     @property
     def grid(self) -> int:
