@@ -61,7 +61,7 @@ def resolve_input(config: Config, input_dir: Path | None) -> Path:
 def prepare(config: Config, input_dir: Path, store: Store, timer: Timer) -> tuple[TaskSpec, Dataset, Folds]:
     spec = get_task(config.task)
     with timer.step("load"):
-        data = spec.load(input_dir, store)
+        data = spec.load(input_dir, store, config.get("data") or {})
     with timer.step("folds"):
         strategy = config.get("folds.strategy", "kfold")
         groups = None
@@ -265,9 +265,9 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     run_id = new_run_id(config)
     run_dir = store.dir("submissions") / run_id
     with timer.step("report"):
-        id_col, pred_col = spec.submission_columns
-        submission = pd.DataFrame({id_col: data.test[id_col].to_numpy(),
-                                   pred_col: np.clip(stack_test, *spec.target_range)})
+        *key_cols, pred_col = spec.submission_columns
+        submission = data.test[key_cols].reset_index(drop=True).assign(
+            **{pred_col: np.clip(stack_test, *spec.target_range)})
         write_text(run_dir / "submission.csv", submission.to_csv(index=False))
         previous = load_runs(store, spec.name)
         changes = diff_flat(previous[-1]["config"], config.flat()) if previous else ["(first run)"]

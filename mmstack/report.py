@@ -65,8 +65,10 @@ def plot_oof(y: np.ndarray, oof: np.ndarray, title: str, path: Path) -> str:
     axes[0].plot([0, 1], [0, 1], "--", color="white", lw=1)
     axes[0].set(xlabel="out-of-fold prediction", ylabel="target", title=title)
     axes[0].legend(loc="upper left")
-    axes[1].hist(y, bins=40, alpha=0.6, label="target", density=True)
-    axes[1].hist(oof, bins=40, alpha=0.6, label="OOF prediction", density=True)
+    lo, hi = float(min(y.min(), oof.min())), float(max(y.max(), oof.max()))
+    shared = np.linspace(lo, max(hi, lo + 1e-6), 41)  # one set of edges: also when predictions barely vary
+    axes[1].hist(y, bins=shared, alpha=0.6, label="target", density=True)
+    axes[1].hist(oof, bins=shared, alpha=0.6, label="OOF prediction", density=True)
     axes[1].set(xlabel="value", title="distributions")
     axes[1].legend()
     return _save(fig, path)

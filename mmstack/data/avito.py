@@ -105,8 +105,10 @@ def _fingerprint(input_dir: Path) -> tuple[str, dict[str, Path]]:
     return make_key(TASK, LOADER_VERSION, digests), tables
 
 
-def load(input_dir: Path | str, store: Store | None = None) -> Dataset:
-    """Load and validate the Avito files in ``input_dir``; parsed tables are cached in ``store`` by file digest."""
+def load(input_dir: Path | str, store: Store | None = None, options: dict | None = None) -> Dataset:
+    """Load and validate the Avito files in ``input_dir``; parsed tables are cached in ``store`` by file digest.
+
+    ``options`` (the config's ``[data]``) holds nothing the loader needs: ``rows`` sizes the generator only."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise InputError(input_dir, "input folder not found")

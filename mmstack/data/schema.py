@@ -43,15 +43,19 @@ class Schema:
         return [c.name for c in self.columns if c.role == role]
 
 
-def read_csv_text(path: Path, separator: str = ",") -> pl.DataFrame:
-    """Read a CSV (multi-line quoted fields allowed) with every column as text; errors name the file."""
+def read_csv_text(path: Path, separator: str = ",", names: list[str] | None = None) -> pl.DataFrame:
+    """Read a CSV (multi-line quoted fields allowed) with every column as text; errors name the file.
+
+    ``names``: the file has no header row and these are its columns (a row with more fields is an error).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty")
     try:
-        frame = pl.read_csv(path, infer_schema=False, separator=separator)
+        frame = pl.read_csv(path, infer_schema=False, separator=separator, has_header=names is None,
+                            new_columns=names)
     except pl.exceptions.NoDataError:
         raise InputError(path, "file is empty") from None
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError) as exc:

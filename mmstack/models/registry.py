@@ -22,4 +22,4 @@ def make_model(key: str, params: dict | None = None, seed: int = 42) -> Level1Mo
 
 
 def _load_all() -> None:
-    from . import gbdt, gnn, linear, mlp, xattn  # noqa: F401  (register on import)
+    from . import gbdt, gnn, linear, mlp, twotower, xattn  # noqa: F401  (register on import)

