@@ -78,3 +78,28 @@ def train_net(net: nn.Module, train: Sequence[torch.Tensor], y_train: np.ndarray
                 break
     net.load_state_dict(best_state)
     return net.cpu()
+
+
+def fit_with_params(net: nn.Module, params: dict, seed: int, train: Sequence[torch.Tensor], y_train: np.ndarray,
+                    valid: Sequence[torch.Tensor], y_valid: np.ndarray, desc: str) -> nn.Module:
+    """:func:`train_net` with a net model's usual params (epochs, batch_size, lr, weight_decay, patience, loss),
+    on ``params['num_threads']`` CPU threads (restored after)."""
+    from ..features.image_embed import torch_threads
+
+    with torch_threads(params["num_threads"]):
+        return train_net(net, train, y_train, valid, y_valid, epochs=params["epochs"],
+                         batch_size=params["batch_size"], lr=params["lr"], weight_decay=params["weight_decay"],
+                         patience=params["patience"], seed=seed, loss=params["loss"], desc=desc)
+
+
+def predict_on_device(net: nn.Module, tensors: Sequence[torch.Tensor], num_threads: int | None,
+                      batch_size: int = 1024) -> np.ndarray:
+    """Predictions of a fitted net on the GPU when present (the net goes back to the CPU after)."""
+    from ..features.image_embed import torch_threads
+
+    device = device_for()
+    try:
+        with torch_threads(num_threads):
+            return predict_batches(net.to(device), tensors, batch_size, device)
+    finally:
+        net.cpu()

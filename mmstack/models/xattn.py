@@ -25,11 +25,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..features.image_embed import torch_threads
 from .base import Level1Model, ModelInput
 from .mlp import TabularScaler
 from .registry import register
-from .torch_training import device_for, predict_batches, seed_everything, train_net
+from .torch_training import fit_with_params, predict_on_device, seed_everything
 
 
 def masked_mean(x: torch.Tensor, valid: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
@@ -168,18 +167,10 @@ class CrossAttentionModel(Level1Model):
                                 self._tokens["tokens"].shape[2], width=p["width"], heads=p["heads"],
                                 hidden=p["hidden"], dropout=p["dropout"],
                                 target_mean=float(np.clip(np.mean(y_train), 0.01, 0.99)))
-        with torch_threads(p["num_threads"]):
-            net = train_net(net, self._tensors(scaler, X_train), y_train, self._tensors(scaler, X_valid), y_valid,
-                            epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
-                            weight_decay=p["weight_decay"], patience=p["patience"], seed=self.seed, loss=p["loss"],
-                            desc="xattn")
+        net = fit_with_params(net, p, self.seed, self._tensors(scaler, X_train), y_train,
+                              self._tensors(scaler, X_valid), y_valid, desc="xattn")
         return scaler, net
 
     def predict(self, fitted, X) -> np.ndarray:
         scaler, net = fitted
-        device = device_for()
-        try:
-            with torch_threads(self.params["num_threads"]):
-                return predict_batches(net.to(device), self._tensors(scaler, X), 1024, device)
-        finally:
-            net.cpu()
+        return predict_on_device(net, self._tensors(scaler, X), self.params["num_threads"], 1024)
