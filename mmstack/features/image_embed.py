@@ -15,7 +15,7 @@ import importlib.metadata
 import io
 import logging
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,20 @@ def torch_threads(n: int | None) -> Iterator[None]:
     finally:
         if change:
             torch.set_num_threads(before)
+
+
+def decode_batch(items: Iterable[tuple[int, bytes | None]], size: int) -> tuple[list[int], list[Image.Image], list[int]]:
+    """Decode ``(row, JPEG bytes or None)`` items for the model: the rows decoded and their images, and the rows
+    whose bytes were present but unreadable."""
+    got, imgs, unreadable = [], [], []
+    for row, data in items:
+        img = decode_for_model(data, size) if data is not None else None
+        if img is not None:
+            got.append(row)
+            imgs.append(img)
+        elif data is not None:
+            unreadable.append(row)
+    return got, imgs, unreadable
 
 
 def decode_for_model(data: bytes, size: int) -> Image.Image | None:
@@ -241,17 +255,14 @@ class ImageEmbedBlock(PixelBlock):
         with torch_threads(p["num_threads"]), tqdm(total=len(wanted), desc=desc, unit="img", leave=False) as bar:
             for start in range(0, len(wanted), p["batch_size"]):
                 batch = wanted[start:start + p["batch_size"]]
-                got, imgs = [], []
+                payloads = []
                 for i in batch:
-                    split, image_id = refs[i]
-                    source = images.get(split)
-                    data = source.read_bytes(image_id) if source is not None else None  # counts a missing one
-                    img = decode_for_model(data, p["image_size"]) if data is not None else None
-                    if data is not None and img is None:
-                        source.problems["unreadable"] += 1
-                    if img is not None:
-                        got.append(i)
-                        imgs.append(img)
+                    source = images.get(refs[i][0])
+                    # read_bytes counts a missing image
+                    payloads.append((i, source.read_bytes(refs[i][1]) if source is not None else None))
+                got, imgs, unreadable = decode_batch(payloads, p["image_size"])
+                for i in unreadable:
+                    images[refs[i][0]].problems["unreadable"] += 1
                 if imgs:
                     feats, logits = encoder.encode(imgs, batch_size=len(imgs))
                     pooled[got] = feats

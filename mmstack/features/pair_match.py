@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .base import BlockContext, BlockOutput
-from .image_embed import (EMBED_DIM, N_CLASSES, EfficientNetLite0Encoder, PixelBlock, decode_for_model,
+from .image_embed import (EMBED_DIM, N_CLASSES, EfficientNetLite0Encoder, PixelBlock, decode_batch,
                           principal_axes, torch_threads)
 from .registry import register
 from .text_embed import embed_texts, make_encoder
@@ -67,12 +67,8 @@ def embed_images(payloads: Sequence[bytes | None], image_size: int, batch_size: 
     encoder = EfficientNetLite0Encoder(image_size)
     with torch_threads(num_threads), tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
         for start in range(0, n, batch_size):
-            got, imgs = [], []
-            for i in range(start, min(n, start + batch_size)):
-                img = decode_for_model(payloads[i], image_size) if payloads[i] is not None else None
-                if img is not None:
-                    got.append(i)
-                    imgs.append(img)
+            got, imgs, _ = decode_batch(((i, payloads[i]) for i in range(start, min(n, start + batch_size))),
+                                        image_size)
             if imgs:
                 feats, logits = encoder.encode(imgs, batch_size=len(imgs))
                 pooled[got] = feats
