@@ -104,6 +104,47 @@ def train_cmd(
                    f"{'reused' if r.reused else f'{r.seconds:.1f}s'}  {r.name}")
 
 
+@app.command("search")
+def search_cmd(
+    config: ConfigArg,
+    query: Annotated[str, typer.Argument(help="What to look for, in English or Russian.")],
+    images: Annotated[Path, typer.Option(help="Folder of .jpg images to search.")],
+    top: Annotated[int, typer.Option(help="How many images to return.")] = 5,
+    input: InputOpt = None,
+    workdir: WorkdirOpt = Path("."),
+    sheet: Annotated[Optional[Path], typer.Option(help="Contact sheet PNG (default: "
+                                                        "submissions/search/<query>.png).")] = None,
+    age_threshold: Annotated[Optional[float], typer.Option(help="Withhold images with a face estimated younger "
+                                                                "(default 25: estimators err by years).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Rank a folder of images for a text query with the trained relevance models; never returns minors."""
+    import re
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import Config
+    from .search import search
+
+    slug = re.sub(r"[^\w]+", "-", query.lower()).strip("-")[:60] or "query"
+    sheet = sheet or Path(workdir) / "submissions" / "search" / f"{slug}.png"
+    result = search(Config.load(config, set_ or []), query, images, top, input, Path(workdir), sheet,
+                    age_threshold)
+    if result.notice:
+        typer.echo(result.notice)
+        return
+    table = Table(title=f"{query!r}: top {len(result.ranked)} of {result.n_images} images")
+    for col in ("rank", "image", "relevance"):
+        table.add_column(col)
+    for i, (image, score) in enumerate(zip(result.ranked["image"], result.ranked["score"]), start=1):
+        table.add_row(str(i), image, f"{score:.3f}")
+    Console().print(table)
+    typer.echo(f"withheld by the legal filter (a face estimated under age): {result.withheld} image(s)")
+    if result.sheet:
+        typer.echo(f"contact sheet: {result.sheet}")
+
+
 @app.command("runs")
 def runs_cmd(
     workdir: WorkdirOpt = Path("."),

@@ -74,6 +74,14 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self._index)
 
+    def ids(self) -> list[str]:
+        """The image ids found, sorted."""
+        return sorted(self._index)
+
+    def file_name(self, image_id: str) -> str:
+        """The file name (without folders) an id was found under, e.g. ``1234_ab.jpg``."""
+        return os.path.basename(self._index[image_id])
+
     def fingerprint(self) -> str:
         """Cheap identity of the image set (names and sizes), for the keys of blocks that read pixels."""
         if self.location is None:

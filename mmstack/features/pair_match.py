@@ -99,12 +99,57 @@ def bridge_scores(q: np.ndarray, probs: np.ndarray, labels: np.ndarray, top_k: i
     }
 
 
+def fit_image_pca(pooled: np.ndarray, ok: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Centre and axes (1280, k) of the readable images' pooled features; None without images or components.
+    Stored with the block, so that images scored later (search) are projected the same way."""
+    if not k or not ok.any():
+        return None
+    present = pooled[ok].astype(np.float64)
+    centre = present.mean(axis=0)
+    _, axes = principal_axes(np.cov((present - centre).T), k, rel_tol=1e-10)
+    return centre, axes
+
+
+def pair_frame(query_codes: np.ndarray, queries: dict[str, np.ndarray], image_codes: np.ndarray,
+               pooled: np.ndarray, probs: np.ndarray, ok: np.ndarray, labels: dict[str, np.ndarray],
+               params: dict[str, Any], image_pca: tuple[np.ndarray, np.ndarray] | None) -> pd.DataFrame:
+    """The block's dense features for pair rows: row i pairs distinct query ``query_codes[i]`` (unit vectors per
+    encoder in ``queries``) with distinct image ``image_codes[i]`` (``pooled``, ``probs``, readable ``ok``)."""
+    out: dict[str, np.ndarray] = {"image_present": ok[image_codes].astype(np.float32)}
+    row_probs = probs[image_codes].astype(np.float64)
+    for name, vectors in queries.items():
+        q = vectors[query_codes]
+        scores = bridge_scores(q, row_probs, labels[name], params["top_k"])
+        bridge = scores.pop("_bridge_all")
+        for key, values in scores.items():
+            out[f"pm_{name}_{key}"] = values
+        # relative to the query's other candidates: which image matches it best
+        cos = pd.Series(scores["cos_bridge_all"])
+        out[f"pm_{name}_cos_vs_query_mean"] = (cos - cos.groupby(query_codes).transform("mean")).to_numpy()
+        k = params["label_components"]
+        if k:
+            centre = labels[name].mean(axis=0)
+            _, axes = principal_axes(np.cov((labels[name] - centre).T), k, rel_tol=1e-10)
+            qp, bp = (q - centre) @ axes, (bridge - centre) @ axes
+            for j in range(axes.shape[1]):
+                out[f"pm_{name}_q{j:02d}"] = qp[:, j]
+                out[f"pm_{name}_b{j:02d}"] = bp[:, j]
+                out[f"pm_{name}_qb{j:02d}"] = qp[:, j] * bp[:, j]
+    if image_pca is not None:
+        centre, axes = image_pca
+        projected = np.full((len(pooled), axes.shape[1]), np.nan)
+        projected[ok] = (pooled[ok].astype(np.float64) - centre) @ axes
+        for j in range(axes.shape[1]):
+            out[f"pm_img{j:02d}"] = projected[image_codes, j]
+    return pd.DataFrame({c: np.asarray(v, dtype=np.float32) for c, v in out.items()})
+
+
 @register
 class PairMatchBlock(PixelBlock):
     """Query-image match features for (image, query) pair rows (see the module docstring)."""
 
     name = "pair_match"
-    version = "2"
+    version = "3"
     default_params = {
         "encoders": ["use"],  # "use" and/or "e5" (multilingual: Russian queries work too)
         "template": "a photo of {}",
@@ -143,42 +188,15 @@ class PairMatchBlock(PixelBlock):
                                          desc=f"pair_match images ({p['image_size']}px)")
         log.info("pair_match: %d of %d distinct images readable, %d distinct queries", ok.sum(), len(ok),
                  len(unique_queries))
-        out: dict[str, np.ndarray] = {"image_present": ok[image_codes].astype(np.float32)}
         extras: dict[str, Any] = {"image_index": image_codes, "query_index": query_codes,
                                   "image_pooled": pooled.astype(np.float16), "image_probs": probs.astype(np.float16),
-                                  "image_ok": ok}
-        row_probs = probs[image_codes].astype(np.float64)
+                                  "image_ok": ok, "image_pca": fit_image_pca(pooled, ok, p["image_components"])}
+        queries, labels = {}, {}
         for name in p["encoders"]:
             encoder = make_encoder(name, num_threads=p["num_threads"] or None)
-            labels = label_vectors(encoder, p["template"])
-            queries = normalise(embed_texts(encoder, list(unique_queries), desc=f"queries ({name})")
-                                .astype(np.float64))
-            extras[f"qvec_{name}"] = queries.astype(np.float32)
-            q = queries[query_codes]
-            scores = bridge_scores(q, row_probs, labels, p["top_k"])
-            bridge = scores.pop("_bridge_all")
-            for key, values in scores.items():
-                out[f"pm_{name}_{key}"] = values
-            # relative to the query's other candidates: which image matches it best
-            cos = pd.Series(scores["cos_bridge_all"])
-            out[f"pm_{name}_cos_vs_query_mean"] = (cos - cos.groupby(query_codes).transform("mean")).to_numpy()
-            k = p["label_components"]
-            if k:
-                centre = labels.mean(axis=0)
-                _, axes = principal_axes(np.cov((labels - centre).T), k, rel_tol=1e-10)
-                qp, bp = (q - centre) @ axes, (bridge - centre) @ axes
-                for j in range(axes.shape[1]):
-                    out[f"pm_{name}_q{j:02d}"] = qp[:, j]
-                    out[f"pm_{name}_b{j:02d}"] = bp[:, j]
-                    out[f"pm_{name}_qb{j:02d}"] = qp[:, j] * bp[:, j]
-        k = p["image_components"]
-        if k and ok.any():
-            present = pooled[ok].astype(np.float64)
-            centre = present.mean(axis=0)
-            _, axes = principal_axes(np.cov((present - centre).T), k, rel_tol=1e-10)
-            projected = np.full((len(pooled), axes.shape[1]), np.nan)
-            projected[ok] = (present - centre) @ axes
-            for j in range(axes.shape[1]):
-                out[f"pm_img{j:02d}"] = projected[image_codes, j]
-        dense = pd.DataFrame({c: np.asarray(v, dtype=np.float32) for c, v in out.items()})
+            labels[name] = label_vectors(encoder, p["template"])
+            queries[name] = normalise(embed_texts(encoder, list(unique_queries), desc=f"queries ({name})")
+                                      .astype(np.float64))
+            extras[f"qvec_{name}"] = queries[name].astype(np.float32)
+        dense = pair_frame(query_codes, queries, image_codes, pooled, probs, ok, labels, p, extras["image_pca"])
         return BlockOutput(dense=dense, extras=extras)

@@ -1,0 +1,206 @@
+"""Search a folder of images by a text query with the trained relevance models; images of minors never returned.
+
+``mmstack search CONFIG "query" --images DIR --top K``:
+
+1. the relevance models of CONFIG are trained, or reused from the work folder (``mmstack run`` trains them);
+2. each image of DIR is embedded once (EfficientNet-Lite0 features and class probabilities, cached per image
+   content hash under ``features/search_images/``), and checked by the legal filter (decisions cached per content
+   hash in ``features/legal/decisions.json``);
+3. the query is paired with every image; the pair_match features are computed as in training (the block's stored
+   image PCA), every level-1 fold model predicts, fold predictions are averaged, and the chosen blender (refitted
+   on all out-of-fold predictions) blends them;
+4. images the filter withholds are dropped before ranking; a query that asks for children gets a notice and no
+   results. The top K are printed and drawn on a contact sheet (PNG).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from .config import Config
+from .data.images import ImageSource
+from .errors import ConfigError, InputError
+from .legal import MinorFilter, content_hash, query_asks_for_minors
+from .store import Store, make_key, write_joblib
+
+log = logging.getLogger(__name__)
+
+NOTICE_MINORS = ("This search asks for images of children. Images of minors are never returned, so there are no "
+                 "results for it.")
+
+
+@dataclass
+class SearchResult:
+    query: str
+    ranked: pd.DataFrame  # image (file name), score; returned images only, best first, at most top K
+    n_images: int
+    withheld: int
+    notice: str | None = None
+    sheet: Path | None = None
+
+
+def folder_images(folder: Path) -> ImageSource:
+    if not Path(folder).is_dir():
+        raise InputError(folder, "image folder not found")
+    source = ImageSource(Path(folder))
+    if not len(source):
+        raise InputError(folder, "no .jpg images in the folder")
+    return source
+
+
+def image_vectors(payloads: list[bytes], params: dict, store: Store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled features, class probabilities and a readable flag per image, cached per content hash."""
+    from .features.image_embed import model_identity
+    from .features.pair_match import embed_images
+
+    folder = store.dir("features") / "search_images" / make_key(params["image_size"], model_identity())
+    hashes = [content_hash(b) for b in payloads]
+    cached = {h: joblib.load(folder / f"{h}.joblib") for h in set(hashes) if (folder / f"{h}.joblib").is_file()}
+    todo = sorted(set(hashes) - set(cached))
+    if todo:
+        first = {h: b for h, b in zip(hashes, payloads)}
+        pooled, probs, ok = embed_images([first[h] for h in todo], params["image_size"], params["batch_size"],
+                                         params["num_threads"], desc="search: images")
+        for j, h in enumerate(todo):
+            cached[h] = {"pooled": pooled[j], "probs": probs[j], "ok": ok[j]}  # float32, as the block computes them
+            write_joblib(folder / f"{h}.joblib", cached[h])
+    log.info("search: %d images, %d embedded now, %d from the cache", len(payloads), len(todo),
+             len(payloads) - len(todo))
+    return (np.stack([cached[h]["pooled"] for h in hashes]).astype(np.float32),
+            np.stack([cached[h]["probs"] for h in hashes]).astype(np.float32),
+            np.array([bool(cached[h]["ok"]) for h in hashes]))
+
+
+def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: np.ndarray, ok: np.ndarray,
+                 input_dir: Path | None, workdir: Path) -> np.ndarray:
+    """The stacked relevance (n_queries, n_images) of each query to each image, from the models trained (or
+    reused) for ``config``."""
+    from .features.pair_match import label_vectors, normalise, pair_frame
+    from .features.registry import make_block
+    from .features.text_embed import embed_texts, make_encoder
+    from .models.base import ModelInput
+    from .models.registry import make_model
+    from .pipeline import Timer, build_features, prepare, resolve_input, stack_predictions, train_models
+    from .stack.blenders import make_blender
+
+    if config.blocks != ["pair_match"]:
+        raise ConfigError("search scores pairs with the pair_match block alone: set [features] blocks = "
+                          "[\"pair_match\"]")
+    store = Store(workdir)
+    spec, data, folds = prepare(config, resolve_input(config, input_dir), store, Timer())
+    cache, _ = build_features(config, data, folds, store)
+    results = train_models(config, spec, data, folds, store, cache)
+    stack, _, _ = stack_predictions(config, spec, results, data.y, folds, store)
+    params = make_block("pair_match", config.block_params("pair_match")).params
+    n, nq = len(pooled), len(queries)
+    vectors, labels = {}, {}
+    for name in params["encoders"]:
+        encoder = make_encoder(name, num_threads=params["num_threads"] or None)
+        labels[name] = label_vectors(encoder, params["template"])
+        vectors[name] = normalise(embed_texts(encoder, queries).astype(np.float64))
+    image_pca = cache.outputs["pair_match"].extras["image_pca"]
+    query_codes, image_codes = np.repeat(np.arange(nq), n), np.tile(np.arange(n), nq)  # every query x every image
+    frame = pair_frame(query_codes, vectors, image_codes, pooled, probs, ok, labels, params, image_pca)
+    extras = {"pair_match": {"image_index": image_codes, "query_index": query_codes,
+                             "image_pooled": pooled, "image_probs": probs, "image_ok": ok,
+                             **{f"qvec_{k}": v.astype(np.float32) for k, v in vectors.items()}}}
+    preds = []
+    for r in results:
+        model_params = config.model_params(r.model)
+        model_params.pop("blocks", None)
+        model = make_model(r.model, model_params, config.seed)
+        model.bind(ModelInput(X=frame, categorical=[], block_keys={}, n_train=0, extras=extras))
+        fold_dir = store.path("models", spec.name, r.name)
+        # clipped per fold, then averaged: as the fold loop makes the test predictions
+        fold_preds = [np.clip(model.predict(joblib.load(fold_dir / f"fold{k}.joblib")["model"], frame),
+                              *spec.target_range) for k in range(folds.n_folds)]
+        preds.append(np.mean(fold_preds, axis=0))
+    P = np.column_stack(preds)
+    if stack["method"] == "single":
+        blended = P[:, 0]
+    else:
+        oof = np.column_stack([r.oof for r in results])
+        blender = make_blender(stack["method"], config.get(f"stack.{stack['method']}", {}), config.seed)
+        blended = blender.fit(oof, data.y).predict(P)
+    return np.clip(blended, *spec.target_range).reshape(nq, n)
+
+
+def search(config: Config, query: str, images: Path, top: int = 5, input_dir: Path | None = None,
+           workdir: Path = Path("."), sheet: Path | None = None, age_threshold: float | None = None,
+           minor_filter: MinorFilter | None = None) -> SearchResult:
+    """Rank the images of ``images`` for ``query`` (see the module docstring)."""
+    return search_many(config, [query], images, top, input_dir, workdir, [sheet], age_threshold, minor_filter)[0]
+
+
+def search_many(config: Config, queries: list[str], images: Path, top: int = 5, input_dir: Path | None = None,
+                workdir: Path = Path("."), sheets: list[Path | None] | None = None,
+                age_threshold: float | None = None, minor_filter: MinorFilter | None = None) -> list[SearchResult]:
+    """:func:`search` for several queries over one folder: the images are embedded and checked once."""
+    if top < 1:
+        raise ConfigError(f"--top must be at least 1, got {top}")
+    source = folder_images(images)
+    names = source.ids()
+    files = [source.file_name(name) for name in names]
+    asks_minors = [query_asks_for_minors(q) for q in queries]
+    results: list[SearchResult | None] = [
+        SearchResult(q, pd.DataFrame(columns=["image", "score"]), len(names), 0, NOTICE_MINORS) if minors else None
+        for q, minors in zip(queries, asks_minors)]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if not todo:
+        return results
+    store = Store(workdir)
+    payloads = [source.read_bytes(name) for name in names]
+    minor_filter = minor_filter or MinorFilter(**({} if age_threshold is None else {"age_threshold": age_threshold}))
+    decisions = minor_filter.check_many(dict(zip(files, payloads)),
+                                        cache_path=store.dir("features") / "legal" / "decisions.json")
+    withheld = np.array([decisions[f].withheld for f in files])
+    from .features.registry import make_block
+
+    params = make_block("pair_match", config.block_params("pair_match")).params
+    pooled, probs, ok = image_vectors(payloads, params, store)
+    scores = score_images(config, [queries[i] for i in todo], pooled, probs, ok, input_dir, workdir)
+    by_file = dict(zip(files, payloads))
+    for row, i in enumerate(todo):
+        ranked = (pd.DataFrame({"image": files, "score": scores[row]})[~withheld]
+                  .sort_values("score", ascending=False, kind="stable").head(top).reset_index(drop=True))
+        results[i] = SearchResult(queries[i], ranked, len(files), int(withheld.sum()))
+        sheet = sheets[i] if sheets else None
+        if sheet is not None and len(ranked):
+            results[i].sheet = contact_sheet(ranked, by_file, queries[i], sheet)
+    return results
+
+
+def contact_sheet(ranked: pd.DataFrame, payloads: dict[str, bytes], query: str, path: Path) -> Path:
+    """A PNG grid of the ranked images with their scores (written atomically)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from .store import atomic_path
+
+    cols = min(5, len(ranked))
+    rows = -(-len(ranked) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.9 * rows + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (image, score) in enumerate(zip(ranked["image"], ranked["score"])):
+        ax = axes.ravel()[i]
+        ax.imshow(Image.open(io.BytesIO(payloads[image])).convert("RGB"))
+        ax.set_title(f"{i + 1}. {score:.3f}\n{image}", fontsize=8)
+    fig.suptitle(f"\u201c{query}\u201d", fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return path

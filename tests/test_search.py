@@ -1,0 +1,107 @@
+"""Search: scores agree with the trained stack's test predictions, withheld images never come back, a query for
+children gets a notice, the contact sheet is written, image vectors are cached. Tiny drawn data."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mmstack.cli import app
+from mmstack.config import Config
+from mmstack.legal import MinorFilter
+from mmstack.pipeline import run
+from mmstack.search import NOTICE_MINORS, search
+
+from .conftest import ROOT
+from .test_relevance import SMALL, shared_label_vectors, write_flickr  # noqa: F401  (fixture)
+
+OVERRIDES = ["folds.n_folds=3", "models.train=['lgb', 'twotower']", "models.lgb.max_rounds=50",
+             "models.twotower.epochs=3", "stack.blenders=['weights', 'ridge']",
+             *(f"features.pair_match.{k}={v}" for k, v in SMALL.items())]
+
+
+def _config():
+    return Config.load(ROOT / "configs" / "relevance.toml", OVERRIDES)
+
+
+class WideImagesAreChildren:
+    """A stand-in estimator: one face aged 8 in images wider than 150 px, no face otherwise; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, image: Image.Image) -> list[float]:
+        self.calls += 1
+        return [8.0] if image.width > 150 else []
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flickr-search")
+    write_flickr(root)
+    work = root / "work"
+    mp = pytest.MonkeyPatch()
+    from . import test_relevance
+
+    mp.setattr(test_relevance.pair_match, "label_vectors",
+               lambda encoder, template: test_relevance._labels(template))
+    run_dir = run(_config(), root, work)
+    yield root, work, pd.read_csv(run_dir / "submission.csv")
+    mp.undo()
+
+
+def test_search_scores_match_the_stacks_test_predictions(trained):
+    root, work, submission = trained
+    query_id = "2000_cd0.jpg#0"
+    query = pd.read_csv(root / "test_queries.csv", sep="|", index_col=0).set_index("query_id").loc[query_id,
+                                                                                                    "query_text"]
+    result = search(_config(), query, root / "test_images", top=10, input_dir=root, workdir=work,
+                    minor_filter=MinorFilter(estimator=lambda image: [], upscale_to=None, progress=False))
+    expected = submission[submission["query_id"] == query_id].set_index("image")["relevance"]
+    got = result.ranked.set_index("image")["score"]
+    assert len(got) == 4 and result.withheld == 0 and result.n_images == 4
+    assert np.allclose(got.sort_index(), expected.sort_index(), atol=2e-3), (got, expected)
+    assert got.is_monotonic_decreasing
+
+
+def test_withheld_images_never_come_back(trained, tmp_path):
+    root, work, _ = trained
+    folder = tmp_path / "imgs"
+    shutil.copytree(root / "test_images", folder)
+    Image.new("RGB", (200, 90), (200, 120, 90)).save(folder / "3000_wide.jpg", "JPEG")
+    estimator = WideImagesAreChildren()
+    mf = MinorFilter(estimator=estimator, upscale_to=None, progress=False)
+    sheet = tmp_path / "sheet.png"
+    result = search(_config(), "a square", folder, top=10, input_dir=root, workdir=work, sheet=sheet,
+                    minor_filter=mf)
+    assert result.withheld == 1 and "3000_wide.jpg" not in set(result.ranked["image"])
+    assert len(result.ranked) == 4 and result.n_images == 5
+    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result.sheet == sheet
+    calls = estimator.calls
+    again = search(_config(), "a red square", folder, top=2, input_dir=root, workdir=work, minor_filter=mf)
+    assert estimator.calls == calls, "decisions cached per image"
+    assert len(again.ranked) == 2 and "3000_wide.jpg" not in set(again.ranked["image"])
+    cached = list((work / "features" / "search_images").rglob("*.joblib"))
+    assert len(cached) == 5, "one cached vector file per distinct image"
+
+
+def test_query_for_children_gets_a_notice(trained):
+    root, work, _ = trained
+    result = search(_config(), "Дети играют во дворе", root / "test_images", input_dir=root, workdir=work)
+    assert result.notice == NOTICE_MINORS and result.ranked.empty
+
+
+def test_search_cli(trained, tmp_path):
+    root, work, _ = trained
+    args = ["search", str(ROOT / "configs" / "relevance.toml"), "two little girls", "--images",
+            str(root / "test_images"), "--input", str(root), "--workdir", str(work)]
+    for o in OVERRIDES:
+        args += ["--set", o]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and NOTICE_MINORS in result.output
+    result = CliRunner().invoke(app, [*args[:2], "x", "--images", str(tmp_path / "none"), *args[4:]])
+    assert result.exit_code != 0
