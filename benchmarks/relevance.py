@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "flickr8k")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mmstack-bench/relevance"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--no-record", action="store_true", help="print only (for experiments)")
     args = parser.parse_args()
     if not (args.data / "train_dataset.csv").is_file():
         print(f"skipped: no Flickr8k data at {args.data}")
@@ -110,7 +111,8 @@ def main() -> None:
               "which can therefore never be returned, even when they are the query's own image."]
     text = "\n".join(lines)
     print(text)
-    write_section("relevance", text)
+    if not args.no_record:
+        write_section("relevance", text)
 
 
 if __name__ == "__main__":
