@@ -25,7 +25,7 @@ from .conftest import ROOT
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 20),
            "black": (10, 10, 10), "white": (245, 245, 245), "orange": (250, 140, 0), "purple": (130, 40, 160)}
-SMALL = {"image_size": 64, "label_components": 4, "image_components": 3}
+SMALL = {"image_size": 64, "label_components": 4, "image_components": 3, "encoders": ["use"]}
 
 
 def _draw(path, colour, shape: str, seed: int) -> None:
@@ -174,16 +174,16 @@ def test_missing_image_is_a_counted_warning_and_no_image(flickr_dir, tmp_path, c
 
 
 @functools.lru_cache(maxsize=None)
-def _labels(template: str) -> np.ndarray:
+def _labels(encoder_name: str, template: str) -> np.ndarray:
     from mmstack.features.text_embed import make_encoder
 
-    return REAL_LABEL_VECTORS(make_encoder("use"), template)
+    return REAL_LABEL_VECTORS(make_encoder(encoder_name), template)
 
 
 @pytest.fixture(autouse=True)
 def shared_label_vectors(monkeypatch):
     """The 1000 label vectors are the same in every test: embed them once per session."""
-    monkeypatch.setattr(pair_match, "label_vectors", lambda encoder, template: _labels(template))
+    monkeypatch.setattr(pair_match, "label_vectors", lambda encoder, template: _labels(encoder.name, template))
 
 
 def _build(data: Dataset, store_dir):

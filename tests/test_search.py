@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
     from . import test_relevance
 
     mp.setattr(test_relevance.pair_match, "label_vectors",
-               lambda encoder, template: test_relevance._labels(template))
+               lambda encoder, template: test_relevance._labels(encoder.name, template))
     run_dir = run(_config(), root, work)
     yield root, work, pd.read_csv(run_dir / "submission.csv")
     mp.undo()

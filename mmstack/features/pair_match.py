@@ -11,7 +11,7 @@ bridge (FACTS.md section 5) puts the image in the text space: every ImageNet cla
 - the query and the bridge vector in the label space's PCA projection (fitted on the 1000 label vectors: fixed,
   independent of the data) and their element-wise product;
 - the image's PCA-projected pooled features (fitted on the distinct images, no target involved);
-- for the bridge cosine, its difference from the mean over the query's candidate images.
+- for the main bridge scores, their difference from the mean and from the best over the query's candidate images.
 
 The candidate image's own captions are never read: the query_id (which names the query's source image) is not a
 feature, and no feature aggregates over the other queries paired with an image.
@@ -99,6 +99,10 @@ def bridge_scores(q: np.ndarray, probs: np.ndarray, labels: np.ndarray, top_k: i
     }
 
 
+# bridge scores also given relative to the query's candidate images (minus their mean, minus their best)
+RELATIVE = ("cos_bridge_all", "cos_top1", "max_cos_topk", "prob_query_labels", "expected_sim")
+
+
 def fit_image_pca(pooled: np.ndarray, ok: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Centre and axes (1280, k) of the readable images' pooled features; None without images or components.
     Stored with the block, so that images scored later (search) are projected the same way."""
@@ -124,8 +128,11 @@ def pair_frame(query_codes: np.ndarray, queries: dict[str, np.ndarray], image_co
         for key, values in scores.items():
             out[f"pm_{name}_{key}"] = values
         # relative to the query's other candidates: which image matches it best
-        cos = pd.Series(scores["cos_bridge_all"])
-        out[f"pm_{name}_cos_vs_query_mean"] = (cos - cos.groupby(query_codes).transform("mean")).to_numpy()
+        for key in RELATIVE:
+            value = pd.Series(scores[key])
+            by_query = value.groupby(query_codes)
+            out[f"pm_{name}_{key}_vs_query_mean"] = (value - by_query.transform("mean")).to_numpy()
+            out[f"pm_{name}_{key}_vs_query_max"] = (value - by_query.transform("max")).to_numpy()
         k = params["label_components"]
         if k:
             centre = labels[name].mean(axis=0)
@@ -149,7 +156,7 @@ class PairMatchBlock(PixelBlock):
     """Query-image match features for (image, query) pair rows (see the module docstring)."""
 
     name = "pair_match"
-    version = "3"
+    version = "4"
     default_params = {
         "encoders": ["use"],  # "use" and/or "e5" (multilingual: Russian queries work too)
         "template": "a photo of {}",
