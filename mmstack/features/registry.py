@@ -23,7 +23,8 @@ def make_block(name: str, params: dict | None = None) -> FeatureBlock:
 
 # modules that register blocks on import
 BLOCK_MODULES = ("basic", "text_stats", "text_tfidf", "text_embed", "image_stats", "image_embed", "tabular",
-                 "target_encoding", "graph", "image_tokens", "text_tokens", "pair_match")
+                 "target_encoding", "graph", "image_tokens", "text_tokens", "pair_match",
+                 "caption_bridge")
 
 
 def _load_all() -> None:
