@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/mmstack-bench/relevance"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--no-record", action="store_true", help="print only (for experiments)")
+    parser.add_argument("--no-search", action="store_true", help="skip the search part (for experiments)")
     args = parser.parse_args()
     if not (args.data / "train_dataset.csv").is_file():
         print(f"skipped: no Flickr8k data at {args.data}")
@@ -74,14 +75,16 @@ def main() -> None:
     from mmstack.search import search_many
 
     queries = pd.read_csv(args.data / "test_queries.csv", sep="|", index_col=0)
+    if args.no_search:
+        queries = queries.iloc[:0]
     start = time.perf_counter()
-    found = search_many(cfg, queries["query_text"].tolist(), args.data / "test_images", top=5, input_dir=args.data,
+    found = [] if args.no_search else search_many(cfg, queries["query_text"].tolist(), args.data / "test_images", top=5, input_dir=args.data,
                         workdir=args.work)
     search_seconds = time.perf_counter() - start
     answered = [r for r in found if r.notice is None]
-    hits1 = np.mean([src in r.ranked["image"].head(1).tolist() for r, src in zip(found, queries["image"])
+    hits1 = np.nan if not answered else np.mean([src in r.ranked["image"].head(1).tolist() for r, src in zip(found, queries["image"])
                      if r.notice is None])
-    hits5 = np.mean([src in r.ranked["image"].tolist() for r, src in zip(found, queries["image"]) if r.notice is None])
+    hits5 = np.nan if not answered else np.mean([src in r.ranked["image"].tolist() for r, src in zip(found, queries["image"]) if r.notice is None])
     withheld = answered[0].withheld if answered else 0
     lines = ["## Image-text relevance (Flickr8k)", "",
              f"`python benchmarks/relevance.py`: the real Flickr8k developer copy ({data.n_train:,} scored pairs, "

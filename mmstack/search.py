@@ -88,9 +88,9 @@ def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: 
     from .pipeline import Timer, build_features, prepare, resolve_input, stack_predictions, train_models
     from .stack.blenders import make_blender
 
-    if config.blocks != ["pair_match"]:
-        raise ConfigError("search scores pairs with the pair_match block alone: set [features] blocks = "
-                          "[\"pair_match\"]")
+    if config.blocks[:1] != ["pair_match"] or set(config.blocks) - {"pair_match", "caption_bridge"}:
+        raise ConfigError("search scores pairs with the pair_match block first and, optionally, caption_bridge: "
+                          f"got [features] blocks = {config.blocks}")
     store = Store(workdir)
     spec, data, folds = prepare(config, resolve_input(config, input_dir), store, Timer())
     cache, _ = build_features(config, data, folds, store)
@@ -106,6 +106,12 @@ def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: 
     image_pca = cache.outputs["pair_match"].extras["image_pca"]
     query_codes, image_codes = np.repeat(np.arange(nq), n), np.tile(np.arange(n), nq)  # every query x every image
     frame = pair_frame(query_codes, vectors, image_codes, pooled, probs, ok, labels, params, image_pca)
+    if "caption_bridge" in config.blocks:  # columns in the config's block order, as the models saw them
+        from .features.caption_bridge import bridge_cosines
+
+        bridge = bridge_cosines(cache.outputs["caption_bridge"].extras, pooled, ok,
+                                {f"qvec_{k}": v for k, v in vectors.items()}, query_codes, image_codes)
+        frame = pd.concat([frame, bridge], axis=1)
     extras = {"pair_match": {"image_index": image_codes, "query_index": query_codes,
                              "image_pooled": pooled, "image_probs": probs, "image_ok": ok,
                              **{f"qvec_{k}": v.astype(np.float32) for k, v in vectors.items()}}}

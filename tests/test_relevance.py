@@ -267,3 +267,34 @@ def test_relevance_run_end_to_end(flickr_dir, tmp_path):
     assert list(sub.columns) == ["image", "query_id", "relevance"] and len(sub) == data.n_test
     assert sub[["image", "query_id"]].equals(data.test[["image", "query_id"]])
     assert sub["relevance"].between(0, 1).all()
+
+
+def test_caption_bridge_never_uses_the_candidates_own_captions(flickr_dir, tmp_path):
+    """Remove every caption of one image (its queries stay, but no longer name it as their source): the values
+    of that image's pairs, as validated and as every fold's model trains on them, do not move; other images'
+    values do (the captions were used, just never for their own image)."""
+    from mmstack.features.base import BlockCache
+
+    def build(data, where):
+        store = Store(where)
+        folds = load_or_make_folds(store, "relevance", "same-folds", data.n_train, n_folds=3, strategy="group",
+                                   groups=data.train["image"].to_numpy())
+        cache = BlockCache(data, folds, store, seed=0)
+        made = {"pair_match": make_block("pair_match", SMALL), "caption_bridge": make_block("caption_bridge")}
+        return cache.get(made["caption_bridge"], lambda n: made[n])
+
+    data = relevance.load(flickr_dir)
+    full = build(data, tmp_path / "a")
+    image = data.train["image"].iloc[0]
+    renamed = data.train.assign(query_id=data.train["query_id"].str.replace(image, "9999_gone.jpg", regex=False))
+    assert (renamed["query_id"] != data.train["query_id"]).sum() >= 3
+    stripped = Dataset(task=data.task, train=renamed, test=data.test, target=data.target, id_col=data.id_col,
+                       fingerprint=data.fingerprint + "-no-captions", input_dir=data.input_dir, images=data.images)
+    reduced = build(stripped, tmp_path / "b")
+    mine = (data.train["image"] == image).to_numpy()
+    column = "cb_use_cos"
+    assert np.isfinite(full.dense[column]).all()
+    assert np.allclose(full.dense[column][:data.n_train][mine], reduced.dense[column][:data.n_train][mine])
+    for k in full.train_views:
+        assert np.allclose(full.train_views[k][column][mine], reduced.train_views[k][column][mine])
+    assert not np.allclose(full.dense[column][:data.n_train][~mine], reduced.dense[column][:data.n_train][~mine])

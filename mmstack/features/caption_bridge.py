@@ -8,7 +8,8 @@ feature is the cosine between the query and the mapped candidate image.
 The captions are supervision, so the block reads them like a target: strictly out of fold on the shared folds
 (grouped by image), nested for the rows a model trains on (``Folds.out_of_fold``). A candidate image's own captions
 never reach its features: its fold, and with it all its pairs and captions, is left out of the map that scores
-it. Test rows use the map fitted on all training images.
+it. Test rows use the map fitted on all training images, except a test pair whose image is a training image: it
+gets the map of that image's validation fold.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .registry import register
 @register
 class CaptionBridgeBlock(FeatureBlock):
     name = "caption_bridge"
-    version = "1"
+    version = "2"
     reads_target = True  # captions of training images are supervision
     depends_on = ("pair_match",)
     default_params = {"alpha": 30.0}
@@ -52,11 +53,13 @@ class CaptionBridgeBlock(FeatureBlock):
         captions = pd.DataFrame({"image": caption_image[has].astype(int).to_numpy(),
                                  "query": query_index[:data.n_train][has]})
         captions = captions[ok[captions["image"]]]
-        # the images a fold's training rows may learn from
         row_image = image_index
+        fold_images = [np.unique(row_image[:data.n_train][ctx.folds.fold == k]) for k in range(ctx.folds.n_folds)]
         mean, std = pooled[ok].mean(axis=0), pooled[ok].std(axis=0) + 1e-6
         z = (pooled - mean) / std
         out, views = {}, {k: {} for k in range(ctx.folds.n_folds)}
+        # the map on all training images, kept to score images met later (search)
+        extras = {"mean": mean, "std": std, "weights": {}}
         for name in sorted(k for k in pm if k.startswith("qvec_")):
             q = np.asarray(pm[name], np.float64)
 
@@ -75,9 +78,29 @@ class CaptionBridgeBlock(FeatureBlock):
                 return np.where(ok[row_image[ids]], cos, np.nan)
 
             values, fold_views = ctx.folds.out_of_fold(fit, apply, data.n_test)
+            # a test pair whose image is a training image is scored like that image's validation rows: by the
+            # map that never saw the image's own captions
+            for k in range(ctx.folds.n_folds):
+                ids = np.flatnonzero(np.isin(row_image[data.n_train:], fold_images[k])) + data.n_train
+                if len(ids):
+                    values[ids] = apply(fit(np.flatnonzero(ctx.folds.fold != k)), ids)
+            extras["weights"][name] = fit(np.arange(data.n_train))
             column = f"cb_{name.removeprefix('qvec_')}_cos"
             out[column] = values.astype(np.float32)
             for k, view in fold_views.items():
                 views[k][column] = view.astype(np.float32)
-        return BlockOutput(dense=pd.DataFrame(out),
+        return BlockOutput(dense=pd.DataFrame(out), extras=extras,
                            train_views={k: pd.DataFrame(v) for k, v in views.items()})
+
+
+def bridge_cosines(extras, pooled: np.ndarray, ok: np.ndarray, query_vectors: dict[str, np.ndarray],
+                   query_codes: np.ndarray, image_codes: np.ndarray) -> pd.DataFrame:
+    """The block's columns for new pairs, with the map fitted on all training images (as for test rows).
+    ``query_vectors`` holds unit vectors per distinct query under the pair_match extras' names (``qvec_use``...)."""
+    z = (np.asarray(pooled, np.float64) - extras["mean"]) / extras["std"]
+    out = {}
+    for name, weights in sorted(extras["weights"].items()):
+        mapped = normalise(z @ weights)
+        cos = np.einsum("nd,nd->n", mapped[image_codes], query_vectors[name][query_codes])
+        out[f"cb_{name.removeprefix('qvec_')}_cos"] = np.where(ok[image_codes], cos, np.nan).astype(np.float32)
+    return pd.DataFrame(out)
