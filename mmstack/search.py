@@ -109,8 +109,9 @@ def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: 
     if "caption_bridge" in config.blocks:  # columns in the config's block order, as the models saw them
         from .features.caption_bridge import bridge_cosines
 
+        neighbours = make_block("caption_bridge", config.block_params("caption_bridge")).params["neighbours"]
         bridge = bridge_cosines(cache.outputs["caption_bridge"].extras, pooled, ok,
-                                {f"qvec_{k}": v for k, v in vectors.items()}, query_codes, image_codes)
+                                {f"qvec_{k}": v for k, v in vectors.items()}, query_codes, image_codes, neighbours)
         frame = pd.concat([frame, bridge], axis=1)
     extras = {"pair_match": {"image_index": image_codes, "query_index": query_codes,
                              "image_pooled": pooled, "image_probs": probs, "image_ok": ok,

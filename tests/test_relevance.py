@@ -292,9 +292,11 @@ def test_caption_bridge_never_uses_the_candidates_own_captions(flickr_dir, tmp_p
                        fingerprint=data.fingerprint + "-no-captions", input_dir=data.input_dir, images=data.images)
     reduced = build(stripped, tmp_path / "b")
     mine = (data.train["image"] == image).to_numpy()
-    column = "cb_use_cos"
-    assert np.isfinite(full.dense[column]).all()
-    assert np.allclose(full.dense[column][:data.n_train][mine], reduced.dense[column][:data.n_train][mine])
-    for k in full.train_views:
-        assert np.allclose(full.train_views[k][column][mine], reduced.train_views[k][column][mine])
-    assert not np.allclose(full.dense[column][:data.n_train][~mine], reduced.dense[column][:data.n_train][~mine])
+    assert list(full.dense.columns) == ["cb_use_cos", "cb_use_knn_max", "cb_use_knn_wmean"]
+    for column in full.dense.columns:
+        assert np.isfinite(full.dense[column]).all()
+        assert np.allclose(full.dense[column][:data.n_train][mine], reduced.dense[column][:data.n_train][mine])
+        for k in full.train_views:
+            assert np.allclose(full.train_views[k][column][mine], reduced.train_views[k][column][mine])
+        assert not np.allclose(full.dense[column][:data.n_train][~mine],
+                               reduced.dense[column][:data.n_train][~mine]), column

@@ -3,7 +3,8 @@
 A query_id names the image its text was written for (``<image>#n``): among the training images, those pairs
 (image, caption) teach a ridge map from EfficientNet-Lite0 features to the sentence-embedding space, a linear,
 home-grown bridge that knows people, dogs and beaches where the ImageNet label bridge does not. Per pair the
-feature is the cosine between the query and the mapped candidate image.
+features are the cosine between the query and the mapped candidate image, and the best and the similarity-weighted
+mean cosine between the query and the captions of the training images most like the candidate (its neighbours).
 
 The captions are supervision, so the block reads them like a target: strictly out of fold on the shared folds
 (grouped by image), nested for the rows a model trains on (``Folds.out_of_fold``). A candidate image's own captions
@@ -23,18 +24,22 @@ from .pair_match import normalise
 from .registry import register
 
 
+COLUMNS = ("cos", "knn_max", "knn_wmean")
+
+
 @register
 class CaptionBridgeBlock(FeatureBlock):
     name = "caption_bridge"
-    version = "2"
+    version = "3"
     reads_target = True  # captions of training images are supervision
     depends_on = ("pair_match",)
-    default_params = {"alpha": 30.0}
+    default_params = {"alpha": 30.0, "neighbours": 10}
 
     def __init__(self, params=None):
         super().__init__(params)
         if not float(self.params["alpha"]) > 0:
             raise ConfigError("features.caption_bridge.alpha must be positive")
+        self.require_ints({"neighbours": 0})
 
     def build(self, ctx: BlockContext) -> BlockOutput:
         pm = ctx.inputs["pair_match"].extras
@@ -59,23 +64,18 @@ class CaptionBridgeBlock(FeatureBlock):
         z = (pooled - mean) / std
         out, views = {}, {k: {} for k in range(ctx.folds.n_folds)}
         # the map on all training images, kept to score images met later (search)
-        extras = {"mean": mean, "std": std, "weights": {}}
+        extras = {"mean": mean, "std": std, "memory": {}}
         for name in sorted(k for k in pm if k.startswith("qvec_")):
             q = np.asarray(pm[name], np.float64)
 
-            def fit(train_rows: np.ndarray, q=q) -> np.ndarray:
+            def fit(train_rows: np.ndarray, q=q) -> dict[str, np.ndarray]:
                 allowed = np.zeros(len(pooled), bool)
                 allowed[row_image[train_rows]] = True
                 use = captions[allowed[captions["image"].to_numpy()]]
-                if len(use) < 2:
-                    return np.zeros((z.shape[1], q.shape[1]))
-                model = Ridge(alpha=float(self.params["alpha"]), fit_intercept=False)
-                return model.fit(z[use["image"]], q[use["query"]]).coef_.T
+                return fit_memory(z[use["image"]], q[use["query"]], float(self.params["alpha"]))
 
-            def apply(weights: np.ndarray, ids: np.ndarray, q=q) -> np.ndarray:
-                mapped = normalise(z[row_image[ids]] @ weights)
-                cos = np.einsum("nd,nd->n", mapped, q[query_index[ids]])
-                return np.where(ok[row_image[ids]], cos, np.nan)
+            def apply(memory: dict[str, np.ndarray], ids: np.ndarray, q=q) -> np.ndarray:
+                return score_pairs(memory, z, ok, q, row_image[ids], query_index[ids], self.params["neighbours"])
 
             values, fold_views = ctx.folds.out_of_fold(fit, apply, data.n_test)
             # a test pair whose image is a training image is scored like that image's validation rows: by the
@@ -84,23 +84,56 @@ class CaptionBridgeBlock(FeatureBlock):
                 ids = np.flatnonzero(np.isin(row_image[data.n_train:], fold_images[k])) + data.n_train
                 if len(ids):
                     values[ids] = apply(fit(np.flatnonzero(ctx.folds.fold != k)), ids)
-            extras["weights"][name] = fit(np.arange(data.n_train))
-            column = f"cb_{name.removeprefix('qvec_')}_cos"
-            out[column] = values.astype(np.float32)
-            for k, view in fold_views.items():
-                views[k][column] = view.astype(np.float32)
+            extras["memory"][name] = fit(np.arange(data.n_train))
+            columns = [f"cb_{name.removeprefix('qvec_')}_{c}" for c in COLUMNS]
+            for j, column in enumerate(columns):
+                out[column] = values[:, j].astype(np.float32)
+                for k, view in fold_views.items():
+                    views[k][column] = view[:, j].astype(np.float32)
         return BlockOutput(dense=pd.DataFrame(out), extras=extras,
                            train_views={k: pd.DataFrame(v) for k, v in views.items()})
 
 
+def fit_memory(z_images: np.ndarray, q_captions: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
+    """From caption items (standardised image features, unit caption vectors): the ridge map image -> text and
+    the items themselves, for the nearest-caption scores."""
+    if len(z_images) < 2:
+        weights = np.zeros((z_images.shape[1], q_captions.shape[1]))
+    else:
+        weights = Ridge(alpha=alpha, fit_intercept=False).fit(z_images, q_captions).coef_.T
+    return {"weights": weights, "images": normalise(z_images), "captions": q_captions}
+
+
+def score_pairs(memory: dict[str, np.ndarray], z: np.ndarray, ok: np.ndarray, q: np.ndarray,
+                image_codes: np.ndarray, query_codes: np.ndarray, neighbours: int) -> np.ndarray:
+    """Per pair (distinct image ``image_codes[i]`` of ``z``, distinct query ``query_codes[i]`` of ``q``):
+    the cosine of the query with the mapped image, and the best and the image-similarity-weighted mean cosine
+    of the query with the captions of the ``neighbours`` most similar caption items' images."""
+    out = np.full((len(image_codes), len(COLUMNS)), np.nan)
+    present = ok[image_codes]
+    mapped = normalise(z @ memory["weights"])
+    out[:, 0] = np.einsum("nd,nd->n", mapped[image_codes], q[query_codes])
+    m = min(neighbours, len(memory["captions"]))
+    if m:
+        sims = normalise(z) @ memory["images"].T  # distinct images x caption items
+        top = np.argsort(-sims, axis=1)[:, :m]
+        weight = np.clip(np.take_along_axis(sims, top, axis=1), 0, None)[image_codes]
+        text = (q @ memory["captions"].T)  # distinct queries x caption items
+        match = np.take_along_axis(text[query_codes], top[image_codes], axis=1)
+        out[:, 1] = match.max(axis=1)
+        out[:, 2] = (weight * match).sum(axis=1) / np.maximum(weight.sum(axis=1), 1e-12)
+    out[~present] = np.nan
+    return out
+
+
 def bridge_cosines(extras, pooled: np.ndarray, ok: np.ndarray, query_vectors: dict[str, np.ndarray],
-                   query_codes: np.ndarray, image_codes: np.ndarray) -> pd.DataFrame:
-    """The block's columns for new pairs, with the map fitted on all training images (as for test rows).
+                   query_codes: np.ndarray, image_codes: np.ndarray, neighbours: int) -> pd.DataFrame:
+    """The block's columns for new pairs, from the memory of all training images (as for test rows).
     ``query_vectors`` holds unit vectors per distinct query under the pair_match extras' names (``qvec_use``...)."""
     z = (np.asarray(pooled, np.float64) - extras["mean"]) / extras["std"]
     out = {}
-    for name, weights in sorted(extras["weights"].items()):
-        mapped = normalise(z @ weights)
-        cos = np.einsum("nd,nd->n", mapped[image_codes], query_vectors[name][query_codes])
-        out[f"cb_{name.removeprefix('qvec_')}_cos"] = np.where(ok[image_codes], cos, np.nan).astype(np.float32)
+    for name, memory in sorted(extras["memory"].items()):
+        values = score_pairs(memory, z, ok, query_vectors[name], image_codes, query_codes, neighbours)
+        for j, c in enumerate(COLUMNS):
+            out[f"cb_{name.removeprefix('qvec_')}_{c}"] = values[:, j].astype(np.float32)
     return pd.DataFrame(out)
