@@ -86,6 +86,22 @@ def main() -> None:
                      if r.notice is None])
     hits5 = np.nan if not answered else np.mean([src in r.ranked["image"].tolist() for r, src in zip(found, queries["image"]) if r.notice is None])
     withheld = answered[0].withheld if answered else 0
+    # the legal filter against the test captions (used here to judge only): an image shows children when any
+    # caption written for it asks for minors
+    from mmstack.legal import query_asks_for_minors
+
+    truth = queries.groupby("image")["query_text"].agg(lambda t: any(query_asks_for_minors(x) for x in t))
+    reasons = answered[0].withheld_images if answered else {}
+    by_face = {f for f, r in reasons.items() if not r.startswith("similar")}
+    by_any = set(reasons)
+    kids, others = set(truth.index[truth]), set(truth.index[~truth])
+    filter_lines = ["", "Legal filter on the 100 test images, judged by their own captions (not seen by the filter): "
+                    f"{len(kids)} images have a caption that mentions children.", "",
+                    "| withheld by | children images withheld (recall) | other images withheld |", "|---|---:|---:|",
+                    *(f"| {name} | {len(kids & got)}/{len(kids)} ({len(kids & got) / max(1, len(kids)):.0%}) | "
+                      f"{len(others & got)}/{len(others)} |"
+                      for name, got in (("faces estimated under 25", by_face),
+                                        ("faces, or similar training images captioned with children", by_any)))]
     lines = ["## Image-text relevance (Flickr8k)", "",
              f"`python benchmarks/relevance.py`: the real Flickr8k developer copy ({data.n_train:,} scored pairs, "
              f"{data.train['image'].nunique()} images, {data.train['query_id'].nunique()} queries), configs/relevance.toml "
@@ -110,8 +126,8 @@ def main() -> None:
               f"| `mmstack search`, legal filter on ({len(answered)} queries answered) | {hits1:.3f} | {hits5:.3f} |",
               "", f"`mmstack search` (`search_many`) answered {len(answered)} of {len(found)} test queries in "
               f"{search_seconds:.0f} s; {len(found) - len(answered)} asked for children and got the notice instead "
-              f"of results; the legal filter withheld {withheld} of the 100 test images (a face estimated under 25), "
-              "which can therefore never be returned, even when they are the query's own image."]
+              f"of results; the legal filter withheld {withheld} of the 100 test images, "
+              "which can therefore never be returned, even when they are the query's own image.", *filter_lines]
     text = "\n".join(lines)
     print(text)
     if not args.no_record:

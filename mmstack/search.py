@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
@@ -42,6 +42,7 @@ class SearchResult:
     withheld: int
     notice: str | None = None
     sheet: Path | None = None
+    withheld_images: dict[str, str] = field(default_factory=dict)  # file name -> why
 
 
 def folder_images(folder: Path) -> ImageSource:
@@ -76,10 +77,37 @@ def image_vectors(payloads: list[bytes], params: dict, store: Store) -> tuple[np
             np.array([bool(cached[h]["ok"]) for h in hashes]))
 
 
+def similar_images_show_minors(data, pm_extras, pooled: np.ndarray, ok: np.ndarray, neighbours: int = 10,
+                               share: float = 0.2) -> np.ndarray:
+    """Per image: do the captions of the training images most like it mention children?
+
+    The face filter misses children seen from behind, in profile or far away; the captions written for similar
+    training images do not. An image is flagged when at least ``share`` of the captions of its ``neighbours``
+    nearest training images (EfficientNet-Lite0 features, cosine) ask for minors (:func:`query_asks_for_minors`).
+    """
+    from .features.pair_match import normalise
+
+    train = data.train
+    index = np.asarray(pm_extras["image_index"])[:len(train)]
+    image_of_id = dict(zip(train["image_id"], index))
+    source = train["query_id"].astype(str).str.split("#").str[0].str.rpartition(".")[0].map(image_of_id)
+    captions = pd.DataFrame({"image": source, "text": train["query_text"]}).dropna().drop_duplicates("text")
+    if captions.empty:
+        return np.zeros(len(pooled), bool)
+    train_pooled = np.asarray(pm_extras["image_pooled"], np.float64)
+    known = normalise(train_pooled[captions["image"].astype(int).to_numpy()])
+    minors = captions["text"].map(query_asks_for_minors).to_numpy(bool)
+    sims = normalise(np.asarray(pooled, np.float64)) @ known.T
+    top = np.argsort(-sims, axis=1)[:, :min(neighbours, len(known))]
+    flagged = minors[top].mean(axis=1) >= share
+    return flagged & ok
+
+
 def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: np.ndarray, ok: np.ndarray,
-                 input_dir: Path | None, workdir: Path) -> np.ndarray:
+                 input_dir: Path | None, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The stacked relevance (n_queries, n_images) of each query to each image, from the models trained (or
-    reused) for ``config``."""
+    reused) for ``config``; and per image whether similar training images show children
+    (:func:`similar_images_show_minors`)."""
     from .features.pair_match import label_vectors, normalise, pair_frame
     from .features.registry import make_block
     from .features.text_embed import embed_texts, make_encoder
@@ -134,7 +162,10 @@ def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: 
         oof = np.column_stack([r.oof for r in results])
         blender = make_blender(stack["method"], config.get(f"stack.{stack['method']}", {}), config.seed)
         blended = blender.fit(oof, data.y).predict(P)
-    return np.clip(blended, *spec.target_range).reshape(nq, n)
+    flags = similar_images_show_minors(data, cache.outputs["pair_match"].extras, pooled, ok,
+                                       int(config.get("search.minor_neighbours", 10)),
+                                       float(config.get("search.minor_caption_share", 0.2)))
+    return np.clip(blended, *spec.target_range).reshape(nq, n), flags
 
 
 def search(config: Config, query: str, images: Path, top: int = 5, input_dir: Path | None = None,
@@ -170,12 +201,18 @@ def search_many(config: Config, queries: list[str], images: Path, top: int = 5, 
 
     params = make_block("pair_match", config.block_params("pair_match")).params
     pooled, probs, ok = image_vectors(payloads, params, store)
-    scores = score_images(config, [queries[i] for i in todo], pooled, probs, ok, input_dir, workdir)
+    scores, similar_minors = score_images(config, [queries[i] for i in todo], pooled, probs, ok, input_dir, workdir)
+    log.info("legal filter: %d image(s) with a face estimated under age, %d more whose most similar training "
+             "images are captioned as showing children", withheld.sum(), (similar_minors & ~withheld).sum())
+    reasons = {f: decisions[f].reason for f, w in zip(files, withheld) if w}
+    reasons.update({f: "similar training images are captioned as showing children"
+                    for f, w, sim in zip(files, withheld, similar_minors) if sim and not w})
+    withheld = withheld | similar_minors
     by_file = dict(zip(files, payloads))
     for row, i in enumerate(todo):
         ranked = (pd.DataFrame({"image": files, "score": scores[row]})[~withheld]
                   .sort_values("score", ascending=False, kind="stable").head(top).reset_index(drop=True))
-        results[i] = SearchResult(queries[i], ranked, len(files), int(withheld.sum()))
+        results[i] = SearchResult(queries[i], ranked, len(files), int(withheld.sum()), withheld_images=reasons)
         sheet = sheets[i] if sheets else None
         if sheet is not None and len(ranked):
             results[i].sheet = contact_sheet(ranked, by_file, queries[i], sheet)

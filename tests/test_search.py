@@ -105,3 +105,24 @@ def test_search_cli(trained, tmp_path):
     assert result.exit_code == 0 and NOTICE_MINORS in result.output
     result = CliRunner().invoke(app, [*args[:2], "x", "--images", str(tmp_path / "none"), *args[4:]])
     assert result.exit_code != 0
+
+
+def test_images_like_training_images_captioned_with_children_are_flagged():
+    from types import SimpleNamespace
+
+    from mmstack.search import similar_images_show_minors
+
+    train = pd.DataFrame({
+        "image_id": ["a", "b", "c", "d", "a"],
+        "query_id": ["a.jpg#0", "b.jpg#0", "c.jpg#0", "d.jpg#0", "zz.jpg#0"],  # zz: no training image, skipped
+        "query_text": ["A little girl plays in the sand", "Два мальчика бегут", "A dog on grass", "A red car",
+                       "Children on a bench"]})
+    extras = {"image_index": np.array([0, 1, 2, 3, 0]), "image_pooled": np.eye(4, 6) + 0.1}
+    near = np.vstack([np.eye(4, 6)[0] + np.eye(4, 6)[1] * 0.5 + 0.1,  # like a and b: both captions about children
+                      np.eye(4, 6)[2] + np.eye(4, 6)[3] * 0.5 + 0.1,  # like c and d: no children
+                      np.eye(4, 6)[0] + np.eye(4, 6)[2] * 0.9 + 0.1])  # like a and c: half
+    ok = np.array([True, True, True])
+    data = SimpleNamespace(train=train)
+    assert similar_images_show_minors(data, extras, near, ok, neighbours=2, share=0.5).tolist() == [True, False, True]
+    assert similar_images_show_minors(data, extras, near, ok, neighbours=2, share=0.6).tolist() == [True, False, False]
+    assert not similar_images_show_minors(data, extras, near, np.array([False] * 3), 2, 0.5).any()
