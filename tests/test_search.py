@@ -126,3 +126,12 @@ def test_images_like_training_images_captioned_with_children_are_flagged():
     assert similar_images_show_minors(data, extras, near, ok, neighbours=2, share=0.5).tolist() == [True, False, True]
     assert similar_images_show_minors(data, extras, near, ok, neighbours=2, share=0.6).tolist() == [True, False, False]
     assert not similar_images_show_minors(data, extras, near, np.array([False] * 3), 2, 0.5).any()
+
+
+def test_russian_query_is_answered(trained):
+    root, work, _ = trained
+    result = search(_config(), "красный квадрат на сером фоне", root / "test_images", top=3, input_dir=root,
+                    workdir=work, minor_filter=MinorFilter(estimator=lambda image: [], upscale_to=None,
+                                                           progress=False))
+    assert result.notice is None and len(result.ranked) == 3
+    assert result.ranked["score"].between(0, 1).all() and result.ranked["score"].is_monotonic_decreasing
