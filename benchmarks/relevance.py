@@ -82,9 +82,11 @@ def main() -> None:
                         workdir=args.work)
     search_seconds = time.perf_counter() - start
     answered = [r for r in found if r.notice is None]
-    hits1 = np.nan if not answered else np.mean([src in r.ranked["image"].head(1).tolist() for r, src in zip(found, queries["image"])
-                     if r.notice is None])
-    hits5 = np.nan if not answered else np.mean([src in r.ranked["image"].tolist() for r, src in zip(found, queries["image"]) if r.notice is None])
+    # for each answered query: the images returned (top 5) and the image the query was written for
+    returned = [r.ranked["image"].tolist() for r in answered]
+    sources = [src for r, src in zip(found, queries["image"]) if r.notice is None]
+    hits1 = np.mean([src in top[:1] for top, src in zip(returned, sources)]) if answered else np.nan
+    hits5 = np.mean([src in top for top, src in zip(returned, sources)]) if answered else np.nan
     withheld = answered[0].withheld if answered else 0
     # the legal filter against the test captions (used here to judge only): an image shows children when any
     # caption written for it asks for minors

@@ -87,10 +87,10 @@ def similar_images_show_minors(data, pm_extras, pooled: np.ndarray, ok: np.ndarr
     """
     from .features.pair_match import normalise
 
+    from .features.caption_bridge import caption_images
+
     train = data.train
-    index = np.asarray(pm_extras["image_index"])[:len(train)]
-    image_of_id = dict(zip(train["image_id"], index))
-    source = train["query_id"].astype(str).str.split("#").str[0].str.rpartition(".")[0].map(image_of_id)
+    source = caption_images(train, np.asarray(pm_extras["image_index"])[:len(train)])
     captions = pd.DataFrame({"image": source, "text": train["query_text"]}).dropna().drop_duplicates("text")
     if captions.empty:
         return np.zeros(len(pooled), bool)

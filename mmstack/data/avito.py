@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..store import Store, file_digest, make_key, write_parquet
 from .dataset import Dataset
 from .images import SAFE_ID, ImageSource
-from .schema import Column, Schema, check_unique, read_csv_text, validate
+from .schema import Column, Schema, check_unique, first_row, read_csv_text, validate
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def load(input_dir: Path | str, store: Store | None = None, options: dict | None
         check_unique(test, ID, tables["test"])
         overlap = test[ID].isin(set(train[ID]))
         if overlap.any():
-            row = int(overlap.to_numpy().nonzero()[0][0]) + 1
+            row = first_row(overlap)
             raise InputError(tables["test"], f"item_id {test[ID].iloc[row - 1]!r} is also in train.csv", column=ID, row=row)
         frames = {"train": train, "test": test}
         for name, (fname, schema) in EXTRA_FILES.items():

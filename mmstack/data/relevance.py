@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..store import Store, file_digest, make_key
 from .dataset import Dataset
 from .images import SAFE_ID, ImageSource
-from .schema import Column, Schema, read_csv_text, validate
+from .schema import Column, Schema, check_unique, first_row, read_csv_text, validate
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _pair_index(frame: pd.DataFrame) -> pd.MultiIndex:
 def _check_unique_pairs(frame: pd.DataFrame, path: Path) -> None:
     dup = frame.duplicated(["image", "query_id"]).to_numpy()
     if dup.any():
-        row = int(dup.nonzero()[0][0]) + 1
+        row = first_row(dup)
         raise InputError(path, f"pair ({frame['image'].iloc[row - 1]}, {frame['query_id'].iloc[row - 1]}) appears "
                                "twice", column="query_id", row=row)
 
@@ -107,11 +107,7 @@ def _test_pairs(input_dir: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
             raise InputError(path, "file not found (the relevance task needs test_pairs.csv, or test_queries.csv "
                                    "and test_images.csv)")
     queries = _read(queries_path, QUERIES_SCHEMA, separator="|")
-    dup = queries["query_id"].duplicated().to_numpy()
-    if dup.any():
-        row = int(dup.nonzero()[0][0]) + 1
-        raise InputError(queries_path, f"duplicated query_id {queries['query_id'].iloc[row - 1]!r}",
-                         column="query_id", row=row)
+    check_unique(queries, "query_id", queries_path)
     images = _read(images_path, IMAGES_SCHEMA).drop_duplicates("image")
     frame = queries[["query_id", "query_text"]].merge(images[["image"]], how="cross")
     return frame[["image", "query_id", "query_text"]], {"test_queries": queries_path, "test_images": images_path}
@@ -134,13 +130,13 @@ def load(input_dir: Path | str, store: Store | None = None, options: dict[str, A
     _check_unique_pairs(expert, expert_path)
     unknown = ~_pair_index(expert).isin(_pair_index(train))
     if unknown.any():
-        row = int(unknown.nonzero()[0][0]) + 1
+        row = first_row(unknown)
         raise InputError(expert_path, f"pair ({expert['image'].iloc[row - 1]}, {expert['query_id'].iloc[row - 1]}) "
                                       "is not in train_dataset.csv", column="query_id", row=row)
     train = train.merge(expert, on=["image", "query_id"], how="left", validate="one_to_one")
     unscored = train["e1"].isna().to_numpy()
     if unscored.any():
-        row = int(unscored.nonzero()[0][0]) + 1
+        row = first_row(unscored)
         raise InputError(train_path, f"pair ({train['image'].iloc[row - 1]}, {train['query_id'].iloc[row - 1]}) has "
                                      "no expert scores in ExpertAnnotations.tsv", column="query_id", row=row)
     train["expert"] = expert_to_unit(*(train[f"e{i}"].to_numpy(float) for i in (1, 2, 3)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import polars as pl
 
@@ -126,8 +127,13 @@ def validate(frame: pl.DataFrame, schema: Schema, path: Path) -> pd.DataFrame:
     return out
 
 
+def first_row(mask) -> int:
+    """1-based data row number (header not counted) of the first True in a boolean array or Series."""
+    return int(np.asarray(mask).nonzero()[0][0]) + 1
+
+
 def check_unique(frame: pd.DataFrame, column: str, path: Path) -> None:
     dup = frame[column].duplicated()
     if dup.any():
-        row = int(dup.to_numpy().nonzero()[0][0]) + 1
+        row = first_row(dup)
         raise InputError(path, f"duplicated id {frame[column].iloc[row - 1]!r}", column=column, row=row)

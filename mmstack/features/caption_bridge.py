@@ -27,6 +27,14 @@ from .registry import register
 COLUMNS = ("cos", "knn_max", "knn_wmean")
 
 
+def caption_images(train: pd.DataFrame, image_index: np.ndarray) -> pd.Series:
+    """Per training row: the distinct-image index (``image_index`` of the rows) of the image its query was written
+    for, read from the query_id (``<image file>#n``); NaN when that image is not a training image of the data."""
+    image_of_id = dict(zip(train["image_id"], image_index))
+    source = train["query_id"].astype(str).str.split("#").str[0].str.rpartition(".")[0]
+    return source.map(image_of_id)
+
+
 @register
 class CaptionBridgeBlock(FeatureBlock):
     name = "caption_bridge"
@@ -50,10 +58,7 @@ class CaptionBridgeBlock(FeatureBlock):
         pooled = np.asarray(pm["image_pooled"], np.float64)
         ok = np.asarray(pm["image_ok"], bool)
         # captions: distinct training queries whose source image is a readable training image of the data
-        train = rows.iloc[:data.n_train]
-        image_of_id = dict(zip(train["image_id"], image_index[:data.n_train]))
-        source = train["query_id"].astype(str).str.split("#").str[0].str.rpartition(".")[0]
-        caption_image = source.map(image_of_id)
+        caption_image = caption_images(rows.iloc[:data.n_train], image_index[:data.n_train])
         has = caption_image.notna().to_numpy() & ~pd.Series(query_index[:data.n_train]).duplicated().to_numpy()
         captions = pd.DataFrame({"image": caption_image[has].astype(int).to_numpy(),
                                  "query": query_index[:data.n_train][has]})
