@@ -156,8 +156,7 @@ def runs_cmd(
     from rich.table import Table
 
     from .errors import ConfigError
-    from .metrics import LOWER_IS_BETTER
-    from .runs import load_runs
+    from .runs import load_runs, lower_is_better
     from .store import Store
 
     runs = load_runs(Store(workdir), task)
@@ -170,8 +169,8 @@ def runs_cmd(
         if missing:
             raise ConfigError(f"unknown run id(s) {', '.join(missing)}; see `mmstack runs`")
         a, b = by_id[compare[0]], by_id[compare[1]]
-        table = Table(title=f"{a['run_id']} -> {b['run_id']} ({a['metric']}, negative = better)" if
-                      LOWER_IS_BETTER.get(a["metric"], True) else f"{a['run_id']} -> {b['run_id']}")
+        better = "negative" if lower_is_better(a) else "positive"
+        table = Table(title=f"{a['run_id']} -> {b['run_id']} ({a['metric']}, {better} = better)")
         for col in ("model", "A", "B", "B - A"):
             table.add_column(col)
         rows = [(m, a["models"].get(m), b["models"].get(m)) for m in sorted(set(a["models"]) | set(b["models"]))]
@@ -186,7 +185,7 @@ def runs_cmd(
             typer.echo(f"  {change}")
         return
     models = sorted({m for r in runs for m in r["models"]})
-    runs.sort(key=lambda r: r["stack"] if LOWER_IS_BETTER.get(r["metric"], True) else -r["stack"])
+    runs.sort(key=lambda r: r["stack"] if lower_is_better(r) else -r["stack"])
     table = Table(title=f"runs in {workdir}")
     for col in ["run", "time", "task", "stack", *models, "changes"]:
         table.add_column(col, overflow="fold")

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
@@ -284,3 +286,28 @@ def query_asks_for_minors(text: str) -> bool:
     if _EN_MINOR_WORDS.search(text):
         return True
     return any(_ru_lemmas(w.lower()) & _RU_MINOR_LEMMAS for w in _RU_WORD.findall(text))
+
+
+def similar_images_show_minors(data, pm_extras, pooled: np.ndarray, ok: np.ndarray, neighbours: int = 10,
+                               share: float = 0.2) -> np.ndarray:
+    """Per image: do the captions of the training images most like it mention children?
+
+    The face filter misses children seen from behind, in profile or far away; the captions written for similar
+    training images do not. An image is flagged when at least ``share`` of the captions of its ``neighbours``
+    nearest training images (EfficientNet-Lite0 features, cosine) ask for minors (:func:`query_asks_for_minors`).
+    """
+    from .features.caption_bridge import caption_images
+    from .features.pair_match import normalise
+
+    train = data.train
+    source = caption_images(train, np.asarray(pm_extras["image_index"])[:len(train)])
+    captions = pd.DataFrame({"image": source, "text": train["query_text"]}).dropna().drop_duplicates("text")
+    if captions.empty:
+        return np.zeros(len(pooled), bool)
+    train_pooled = np.asarray(pm_extras["image_pooled"], np.float64)
+    known = normalise(train_pooled[captions["image"].astype(int).to_numpy()])
+    minors = captions["text"].map(query_asks_for_minors).to_numpy(bool)
+    sims = normalise(np.asarray(pooled, np.float64)) @ known.T
+    top = np.argsort(-sims, axis=1)[:, :min(neighbours, len(known))]
+    flagged = minors[top].mean(axis=1) >= share
+    return flagged & ok

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 
@@ -18,13 +17,14 @@ from .data.dataset import Dataset
 from .errors import ConfigError
 from .features.base import BlockCache, BlockOutput, FeatureBlock
 from .features.registry import make_block
-from .folds import Folds, load_or_make_folds
-from .metrics import LOWER_IS_BETTER, METRICS
+from .folds import target_data
 from .models.base import ModelInput, ModelResult, train_model
 from .models.registry import make_model
-from .report import build_metrics, write_report
+from .report import TargetReport, build_metrics, write_report
 from .runs import append_run, load_runs
-from .store import Store, make_key, write_joblib, write_text
+from .stack.stacking import Stacked, stack_predictions
+from .store import Store, make_key, write_text
+from .targets import Target, TargetData
 from .tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ class Timer:
             def __enter__(self):
                 self.start = time.perf_counter()
 
-            def __exit__(self, *exc):
-                timer.seconds[name] = round(time.perf_counter() - self.start, 3)
+            def __exit__(self, *exc):  # a step met again (one per target) adds up
+                timer.seconds[name] = round(timer.seconds.get(name, 0.0) + time.perf_counter() - self.start, 3)
 
         return _Step()
 
@@ -58,23 +58,39 @@ def resolve_input(config: Config, input_dir: Path | None) -> Path:
     return Path(configured)
 
 
-def prepare(config: Config, input_dir: Path, store: Store, timer: Timer) -> tuple[TaskSpec, Dataset, Folds]:
+def prepare(config: Config, input_dir: Path, store: Store, timer: Timer) -> tuple[TaskSpec, Dataset, list[TargetData]]:
+    """Load and validate the data, and make (or reuse) the folds of every target."""
     spec = get_task(config.task)
     with timer.step("load"):
         data = spec.load(input_dir, store, config.get("data") or {})
     with timer.step("folds"):
-        strategy = config.get("folds.strategy", "kfold")
-        groups = None
-        if strategy == "group":
-            column = config.get("folds.group_by", spec.group_column)
-            groups = data.train[column].astype(str).to_numpy()
-        folds = load_or_make_folds(store, spec.name, data.fingerprint, data.n_train,
-                                   n_folds=int(config.get("folds.n_folds", 5)), strategy=strategy,
-                                   seed=int(config.get("folds.seed", config.seed)), groups=groups)
-    return spec, data, folds
+        targets = [make_target_data(config, spec, data, store, t) for t in chosen_targets(config, data)]
+    return spec, data, targets
 
 
-def build_features(config: Config, data: Dataset, folds: Folds, store: Store) -> tuple[BlockCache, dict[str, FeatureBlock]]:
+def chosen_targets(config: Config, data: Dataset) -> list[Target]:
+    """The data's targets, or those named in ``task.targets``."""
+    wanted = config.get("task.targets")
+    if not wanted:
+        return list(data.targets)
+    known = {t.name: t for t in data.targets}
+    missing = [name for name in wanted if name not in known]
+    if missing:
+        raise ConfigError(f"task.targets: no labels for {missing} in the data; targets with labels: {list(known)}")
+    return [known[name] for name in wanted]
+
+
+def make_target_data(config: Config, spec: TaskSpec, data: Dataset, store: Store, target: Target) -> TargetData:
+    """A target's labelled rows, their labels, and their folds (stratified for classification)."""
+    strategy = config.get("folds.strategy", "kfold")
+    return target_data(store, data, target, n_folds=config.get("folds.n_folds", 5), strategy=strategy,
+                       seed=int(config.get("folds.seed", config.seed)),
+                       group_by=config.get("folds.group_by", spec.group_column) if strategy == "group" else None)
+
+
+def build_features(config: Config, data: Dataset, store: Store,
+                   targets: list[TargetData]) -> dict[str, BlockCache]:
+    """Build (or reuse) the configured blocks: target-free ones once, target-reading ones per target."""
     blocks: dict[str, FeatureBlock] = {}
 
     def resolve(name: str) -> FeatureBlock:
@@ -82,16 +98,22 @@ def build_features(config: Config, data: Dataset, folds: Folds, store: Store) ->
             blocks[name] = make_block(name, config.block_params(name))
         return blocks[name]
 
-    cache = BlockCache(data, folds, store, config.seed)
-    for name in config.blocks:
-        cache.get(resolve(name), resolve)
-    return cache, blocks
+    shared = BlockCache(data, store, config.seed)
+    caches = {}
+    for t in targets:
+        cache = caches[t.target.name] = shared.for_target(t)
+        for name in config.blocks:
+            cache.get(resolve(name), resolve)
+    return caches
 
 
-def assemble(cache: BlockCache, names: list[str], kind: str, n_train: int) -> ModelInput:
-    """Join the chosen blocks' outputs into one model matrix (dense frame or sparse CSR)."""
+def assemble(cache: BlockCache, names: list[str], kind: str, target: TargetData | int) -> ModelInput:
+    """Join the chosen blocks' outputs into one model matrix (dense frame or sparse CSR) for ``target``'s rows
+    (or, given an int n_train, rows 0..n_train-1 as the labelled ones)."""
     outputs: dict[str, BlockOutput] = {n: cache.outputs[n] for n in names}
     keys = {n: cache.keys[n] for n in names}
+    ids = {"n_train": target} if isinstance(target, (int, np.integer)) else {
+        "train_ids": target.rows, "test_ids": target.predict_rows}
     if kind == "dense":
         frames, categorical = [], []
         for name, out in outputs.items():
@@ -108,37 +130,43 @@ def assemble(cache: BlockCache, names: list[str], kind: str, n_train: int) -> Mo
         views = {k: pd.concat([o.train_views[k] for o in outputs.values() if k in o.train_views], axis=1)
                  for k in folds}
         extras = {n: o.extras for n, o in outputs.items() if o.extras}
-        return ModelInput(X=X, categorical=categorical, block_keys=keys, n_train=n_train, train_views=views,
-                          extras=extras)
+        return ModelInput(X=X, categorical=categorical, block_keys=keys, train_views=views, extras=extras, **ids)
     import scipy.sparse as sp
 
     mats = [o.sparse for o in outputs.values() if o.sparse is not None]
     if not mats:
         raise ConfigError(f"no sparse features in blocks {names}")
-    return ModelInput(X=sp.hstack(mats, format="csr"), categorical=[], block_keys=keys, n_train=n_train)
+    return ModelInput(X=sp.hstack(mats, format="csr"), categorical=[], block_keys=keys, **ids)
 
 
-def train_models(config: Config, spec: TaskSpec, data: Dataset, folds: Folds, store: Store,
-                 cache: BlockCache, only: list[str] | None = None) -> list[ModelResult]:
+def model_blocks(config: Config, key: str, cache: BlockCache) -> tuple[dict[str, Any], list[str]]:
+    """A model's params (without ``blocks``) and the blocks it reads (default: all configured blocks)."""
+    params = config.model_params(key)
+    block_names = params.pop("blocks", None) or config.blocks
+    unknown = [b for b in block_names if b not in cache.outputs]
+    if unknown:
+        raise ConfigError(f"models.{key}.blocks names block(s) not in [features] blocks: {', '.join(unknown)}")
+    return params, block_names
+
+
+def train_models(config: Config, spec: TaskSpec, target: TargetData, store: Store, cache: BlockCache,
+                 only: list[str] | None = None) -> list[ModelResult]:
     results = []
     for key in only or config.models:
-        params = config.model_params(key)
-        block_names = params.pop("blocks", None) or config.blocks
-        unknown = [b for b in block_names if b not in cache.outputs]
-        if unknown:
-            raise ConfigError(f"models.{key}.blocks names block(s) not in [features] blocks: {', '.join(unknown)}")
-        model = make_model(key, params, config.seed)
-        inputs = assemble(cache, block_names, model.input_kind, data.n_train)
-        results.append(train_model(model, inputs, data.y, folds, store, spec.name, spec.metric, spec.target_range))
+        params, block_names = model_blocks(config, key, cache)
+        model = make_model(key, params, config.seed, target.target)
+        inputs = assemble(cache, block_names, model.input_kind, target)
+        results.append(train_model(model, inputs, target, store, spec.name))
     return results
 
 
-def ablation(config: Config, spec: TaskSpec, data: Dataset, folds: Folds, store: Store,
+def ablation(config: Config, spec: TaskSpec, target: TargetData, store: Store,
              cache: BlockCache) -> dict[str, dict[str, Any]]:
     """CV of one model on the skeleton's blocks, on all blocks, and with each block left out.
 
-    ``delta`` is the CV without the block minus the CV with all blocks: for RMSE, positive means the block helps.
-    Every variant is an ordinary cached model run, so an unchanged ablation costs nothing on the next run.
+    ``delta`` is how much worse the variant is than all blocks, in the direction of the target's metric:
+    positive means the left-out block helps. Every variant is an ordinary cached model run, so an unchanged
+    ablation costs nothing on the next run.
     """
     if not config.get("ablation.enabled", False):
         return {}
@@ -152,68 +180,23 @@ def ablation(config: Config, spec: TaskSpec, data: Dataset, folds: Folds, store:
     for label, names in variants.items():
         if not names:
             continue
-        model = make_model(key, params, config.seed)
-        inputs = assemble(cache, names, model.input_kind, data.n_train)
-        res = train_model(model, inputs, data.y, folds, store, spec.name, spec.metric, spec.target_range)
+        model = make_model(key, params, config.seed, target.target)
+        inputs = assemble(cache, names, model.input_kind, target)
+        res = train_model(model, inputs, target, store, spec.name)
         results[label] = {"cv": res.cv, "blocks": names}
     base = results["all blocks"]["cv"]
     for label, r in results.items():
-        r["delta"] = r["cv"] - base
+        r["delta"] = target.target.metric.worse_by(r["cv"], base)
     log.info("ablation (%s): %s", key, ", ".join(f"{k} {v['cv']:.5f}" for k, v in results.items()))
     return results
 
 
-def stack_predictions(config: Config, spec: TaskSpec, results: list[ModelResult], y: np.ndarray,
-                      folds: Folds, store: Store | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Blend the level-1 models with each configured blender; keep the one with the best nested CV.
-
-    Cached under ``oof/<task>/stack__<key>.joblib``: the key covers the level-1 runs, the stack settings and folds.
-    """
-    key = make_key("stack", [r.name for r in results], config.get("stack"), folds.key, config.seed)
-    path = store.path("oof", spec.name, f"stack__{key}", ".joblib") if store else None
-    if path is not None and path.is_file():
-        cached = joblib.load(path)
-        log.info("stack: reused %s (%s, nested cv %.5f)", key, cached[0]["method"], cached[0]["cv"])
-        return cached
-    result = _fit_stacks(config, spec, results, y, folds)
-    if path is not None:
-        write_joblib(path, result)
-    return result
-
-
-def _fit_stacks(config: Config, spec: TaskSpec, results: list[ModelResult], y: np.ndarray,
-                folds: Folds) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    from .stack.nested import choose_stack, fit_stack
-
-    names = [r.model for r in results]
-    if len(results) == 1:
-        only = results[0]
-        return ({"method": "single", "cv": only.cv, "cv_in_sample": only.cv, "weights": {only.model: 1.0},
-                 "blenders": {}}, only.oof, only.test)
-    P = np.column_stack([r.oof for r in results])
-    P_test = np.column_stack([r.test for r in results])
-    blenders = config.get("stack.blenders", ["weights", "caruana", "ridge", "lgb"])
-    stacks = [fit_stack(key, config.get(f"stack.{key}", {}), names, P, y, P_test, folds, METRICS[spec.metric],
-                        spec.target_range, config.seed) for key in blenders]
-    best = choose_stack(stacks, LOWER_IS_BETTER[spec.metric])
-    for s in stacks:
-        log.info("stack %s: nested cv %s=%.5f (in-sample %.5f)%s", s.key, spec.metric, s.cv, s.cv_in_sample,
-                 "  <- chosen" if s is best else "")
-    # what each model adds: the chosen blender's nested CV with that model left out
-    without = {}
-    if len(results) > 2:
-        for j, name in enumerate(names):
-            keep = [i for i in range(len(names)) if i != j]
-            other = fit_stack(best.key, config.get(f"stack.{best.key}", {}), [names[i] for i in keep], P[:, keep], y,
-                              P_test[:, keep], folds, METRICS[spec.metric], spec.target_range, config.seed)
-            without[name] = {"cv": other.cv, "delta": other.cv - best.cv}
-    summary = {"method": best.key, "cv": best.cv, "cv_in_sample": best.cv_in_sample, "weights": best.weights,
-               "without_model": without,
-               "blenders": {s.key: {"cv": s.cv, "cv_in_sample": s.cv_in_sample, "weights": s.weights}
-                            for s in stacks},
-               "best_single": {"model": min(results, key=lambda r: r.cv).model,
-                               "cv": min(r.cv for r in results)}}
-    return summary, best.nested_oof, best.test
+def stack_target(config: Config, spec: TaskSpec, target: TargetData, results: list[ModelResult],
+                 store: Store | None) -> Stacked:
+    """The configured stack of one target's level-1 models (cached, with the fitted blender)."""
+    blenders = config.get("stack.blenders")
+    params = {k: v for k, v in (config.get("stack") or {}).items() if isinstance(v, dict)}
+    return stack_predictions(results, target, blenders, params, config.seed, store, spec.name)
 
 
 def new_run_id(config: Config) -> str:
@@ -232,20 +215,55 @@ def point_latest(store: Store, run_dir: Path) -> None:
 
 
 def features_only(config: Config, input_dir: Path | None = None, workdir: Path | str = ".") -> BlockCache:
-    """Build (or reuse) the configured feature blocks; ``mmstack features``."""
+    """Build (or reuse) the configured feature blocks; ``mmstack features``. Returns the first target's cache."""
     store = Store(workdir)
-    _, data, folds = prepare(config, resolve_input(config, input_dir), store, Timer())
-    cache, _ = build_features(config, data, folds, store)
-    return cache
+    _, data, targets = prepare(config, resolve_input(config, input_dir), store, Timer())
+    return next(iter(build_features(config, data, store, targets).values()))
 
 
 def train_only(config: Config, models: list[str], input_dir: Path | None = None,
                workdir: Path | str = ".") -> list[ModelResult]:
-    """Build what the models need and train (or reuse) just ``models``; ``mmstack train``."""
+    """Build what the models need and train (or reuse) just ``models`` for every target; ``mmstack train``."""
     store = Store(workdir)
-    spec, data, folds = prepare(config, resolve_input(config, input_dir), store, Timer())
-    cache, _ = build_features(config, data, folds, store)
-    return train_models(config, spec, data, folds, store, cache, only=models)
+    spec, data, targets = prepare(config, resolve_input(config, input_dir), store, Timer())
+    caches = build_features(config, data, store, targets)
+    return [r for t in targets for r in train_models(config, spec, t, store, caches[t.target.name], only=models)]
+
+
+@dataclass
+class TargetRun:
+    """What a run made for one target: its data and folds, blocks, level-1 results, ablation and stack."""
+
+    data: TargetData
+    cache: BlockCache
+    results: list[ModelResult]
+    stacked: Stacked
+    ablation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> Target:
+        return self.data.target
+
+
+def submission_frame(spec: TaskSpec, data: Dataset, runs: list[TargetRun]) -> pd.DataFrame:
+    """The rows to predict (of any target) with the task's key columns and, per target, the predicted value or
+    class (and the class probabilities when the task asks for them); empty where a row is labelled for that
+    target."""
+    predict = np.unique(np.concatenate([r.data.predict_rows for r in runs]))
+    frame = data.all_rows().iloc[predict][list(spec.key_columns)].reset_index(drop=True)
+    for r in runs:
+        t = r.target
+        full = np.full((data.n_rows, t.n_outputs), np.nan)
+        full[r.data.predict_rows] = r.stacked.test
+        pred = full[predict]
+        has = ~np.isnan(pred).any(axis=1)
+        values = np.full(len(predict), None, dtype=object) if t.is_classification else np.full(len(predict), np.nan)
+        values[has] = t.decode(pred[has])
+        frame[t.name] = values
+        if spec.probabilities and t.is_classification:
+            for j, column in enumerate(t.output_names):
+                frame[column] = pred[:, j]
+    return frame
 
 
 def run(config: Config, input_dir: Path | None = None, workdir: Path | str = ".") -> Path:
@@ -253,40 +271,47 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     store = Store(workdir)
     timer = Timer()
     input_dir = resolve_input(config, input_dir)
-    spec, data, folds = prepare(config, input_dir, store, timer)
+    spec, data, targets = prepare(config, input_dir, store, timer)
     with timer.step("features"):
-        cache, _ = build_features(config, data, folds, store)
-    with timer.step("models"):
-        results = train_models(config, spec, data, folds, store, cache)
-    with timer.step("ablation"):
-        ablation_cv = ablation(config, spec, data, folds, store, cache)
-    with timer.step("stack"):
-        stack, stack_oof, stack_test = stack_predictions(config, spec, results, data.y, folds, store)
+        caches = build_features(config, data, store, targets)
+    runs = []
+    for i, t in enumerate(targets):
+        cache = caches[t.target.name]
+        with timer.step("models"):
+            results = train_models(config, spec, t, store, cache)
+        with timer.step("ablation"):  # the primary target's only: a block's worth is judged once
+            ablation_cv = ablation(config, spec, t, store, cache) if i == 0 else {}
+        with timer.step("stack"):
+            stacked = stack_target(config, spec, t, results, store)
+        runs.append(TargetRun(t, cache, results, stacked, ablation_cv))
     run_id = new_run_id(config)
     run_dir = store.dir("submissions") / run_id
+    primary = runs[0]
     with timer.step("report"):
-        *key_cols, pred_col = spec.submission_columns
-        submission = data.test[key_cols].reset_index(drop=True).assign(
-            **{pred_col: np.clip(stack_test, *spec.target_range)})
-        write_text(run_dir / "submission.csv", submission.to_csv(index=False))
+        write_text(run_dir / "submission.csv", submission_frame(spec, data, runs).to_csv(index=False))
         previous = load_runs(store, spec.name)
         changes = diff_flat(previous[-1]["config"], config.flat()) if previous else ["(first run)"]
-        metrics = build_metrics(spec.name, spec.metric, folds.n_folds, results, stack, extra={
+        frame = data.all_rows()
+        groups = [c for c in config.get("report.residual_groups", []) if c in frame.columns]
+        reports = [TargetReport(r.target, r.data.y, r.results, r.stacked, r.ablation,
+                                {c: frame[c].astype(str).to_numpy()[r.data.rows] for c in groups}) for r in runs]
+        metrics = build_metrics(spec.name, reports, primary.data.folds.n_folds, extra={
             "run_id": run_id, "n_train": data.n_train, "n_test": data.n_test, "data_fingerprint": data.fingerprint,
-            "folds_key": folds.key, "features": {n: {"key": cache.keys[n], "reused": cache.reused[n],
-                                                      "seconds": round(cache.seconds[n], 3)} for n in cache.keys},
+            "folds_key": primary.data.folds.key,
+            "features": {n: {"key": primary.cache.keys[n], "reused": primary.cache.reused[n],
+                             "seconds": round(primary.cache.seconds[n], 3)} for n in primary.cache.keys},
         })
-        metrics["ablation"] = ablation_cv
         metrics["seconds"] = dict(timer.seconds)
-        groups = {c: data.train[c].astype(str).to_numpy() for c in config.get("report.residual_groups", [])
-                  if c in data.train.columns}
-        write_report(run_dir, metrics, data.y, results, stack_oof, timer.seconds, changes, groups)
+        write_report(run_dir, metrics, reports, timer.seconds, changes)
     point_latest(store, run_dir)
     append_run(store, {"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
                        "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),
-                       "changes": changes, "models": {r.model: r.cv for r in results}, "stack": stack["cv"],
-                       "metric": spec.metric, "submission": str(run_dir / "submission.csv")})
-    reused = [r.model for r in results if r.reused] + [n for n, v in cache.reused.items() if v]
-    log.info("run %s: stack %s=%.5f; reused %s; wrote %s", run_id, spec.metric, stack["cv"],
-             ", ".join(reused) or "nothing", run_dir / "submission.csv")
+                       "changes": changes, "models": {r.model: r.cv for r in primary.results},
+                       "stack": primary.stacked.summary["cv"], "metric": primary.target.metric.name,
+                       "greater_is_better": primary.target.metric.greater_is_better,
+                       **({"targets": {r.target.name: r.stacked.summary["cv"] for r in runs}} if len(runs) > 1 else {}),
+                       "submission": str(run_dir / "submission.csv")})
+    reused = [r.model for r in primary.results if r.reused] + [n for n, v in primary.cache.reused.items() if v]
+    log.info("run %s: stack %s=%.5f; reused %s; wrote %s", run_id, primary.target.metric.name,
+             primary.stacked.summary["cv"], ", ".join(reused) or "nothing", run_dir / "submission.csv")
     return run_dir

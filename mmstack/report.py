@@ -12,23 +12,58 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dataclasses import dataclass, field  # noqa: E402
+
+from .metrics import FOR_PROBLEM, METRICS, to_labels  # noqa: E402
 from .models.base import ModelResult  # noqa: E402
+from .stack.stacking import Stacked  # noqa: E402
 from .store import atomic_path, write_json, write_text  # noqa: E402
+from .targets import Target  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-def build_metrics(task: str, metric: str, n_folds: int, results: list[ModelResult], stack: dict[str, Any],
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run's metrics in the contract shape of DESIGN.md (plus run details under extra keys)."""
-    metrics = {
-        "task": task,
-        "metric": metric,
-        "n_folds": n_folds,
-        "models": {r.model: {"cv": r.cv, "folds": r.fold_scores, "seconds": r.seconds, "key": r.run_key,
-                             "reused": r.reused} for r in results},
-        "stack": stack,
+@dataclass
+class TargetReport:
+    """What the report shows for one target: its labels, level-1 results, stack, ablation and residual groups
+    (column name -> value per labelled row)."""
+
+    target: Target
+    y: np.ndarray
+    results: list[ModelResult]
+    stacked: Stacked
+    ablation: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def target_metrics(r: TargetReport) -> dict[str, Any]:
+    """One target's section of metrics.json (the contract shape of DESIGN.md) plus its report metrics."""
+    t = r.target
+    section = {
+        "metric": t.metric.name,
+        "greater_is_better": t.metric.greater_is_better,
+        "problem": t.problem,
+        "n_labelled": int(len(r.y)),
+        "models": {m.model: {"cv": m.cv, "folds": m.fold_scores, "seconds": m.seconds, "key": m.run_key,
+                             "reused": m.reused} for m in r.results},
+        "stack": r.stacked.summary,
+        "ablation": r.ablation,
     }
+    if t.is_classification:
+        section["classes"] = list(t.classes)
+    names = t.report_metrics or FOR_PROBLEM[t.problem]
+    section["stack_scores"] = {name: METRICS[name](r.y, r.stacked.oof) for name in names}
+    return section
+
+
+def build_metrics(task: str, reports: list[TargetReport], n_folds: int,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's metrics: the primary (first) target's figures at the top level, as DESIGN.md's contract has
+    them, and one entry per target under ``targets`` when the task has several."""
+    primary = target_metrics(reports[0])
+    metrics = {"task": task, "target": reports[0].target.name, "n_folds": n_folds, **primary}
+    if len(reports) > 1:
+        metrics["targets"] = {r.target.name: target_metrics(r) for r in reports}
     metrics.update(extra or {})
     return metrics
 
@@ -121,56 +156,146 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def write_report(run_dir: Path, metrics: dict[str, Any], y: np.ndarray, results: list[ModelResult],
-                 stack_oof: np.ndarray, step_seconds: dict[str, float], config_diff: list[str],
-                 groups: dict[str, np.ndarray] | None = None) -> Path:
-    """Write metrics.json, the plots and report.html into ``run_dir``; returns the report's path.
+def plot_confusion(y: np.ndarray, pred: np.ndarray, classes: tuple[str, ...], title: str, path: Path,
+                   top: int = 15) -> str:
+    """Row-normalised confusion matrix of the ``top`` most frequent classes (the rest pooled as "other")."""
+    counts = np.bincount(y, minlength=len(classes))
+    shown = np.argsort(-counts, kind="stable")[:top]
+    other = len(shown)
+    pos = np.full(len(classes), other)
+    pos[shown] = np.arange(len(shown))
+    names = [str(classes[c])[:24] for c in shown] + (["other"] if len(classes) > len(shown) else [])
+    k = len(names)
+    matrix = np.zeros((k, k))
+    np.add.at(matrix, (np.minimum(pos[y], k - 1), np.minimum(pos[pred], k - 1)), 1)
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * k, 0.8 + 0.45 * k))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if matrix[i, j]:
+                ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set(xlabel="predicted (out of fold)", ylabel="true", title=title)
+    return _save(fig, path)
 
-    ``groups`` maps a column name to its value per training row, for the residuals-by-group plots.
-    """
-    write_json(run_dir / "metrics.json", metrics)
-    metric = metrics["metric"]
-    images = [("CV by model", plot_cv(results, metrics["stack"].get("cv"), metric, run_dir / "cv_by_model.png")),
-              ("Stack: out-of-fold prediction against target", plot_oof(y, stack_oof, "stack", run_dir / "oof_stack.png"))]
-    for name, values in (groups or {}).items():
-        images.append((f"Stack residuals by {name}",
-                       plot_residuals_by_group(y, stack_oof, values, name, run_dir / f"residuals_{name}.png")))
-    stack_weights = metrics["stack"].get("weights", {})
-    if len(stack_weights) > 1:
-        images.append(("Blend weights", plot_bars(stack_weights, f"weights ({metrics['stack'].get('method')})",
-                                                   "weight", run_dir / "blend_weights.png")))
-    if metrics.get("ablation"):
-        deltas = {k: v["delta"] for k, v in metrics["ablation"].items() if k != "all blocks"}
-        images.append(("Feature block ablation", plot_bars(
-            deltas, "CV change when the variant replaces all blocks", f"delta CV {metric} (+ = worse without)",
-            run_dir / "ablation.png")))
-    for r in results:
-        if r.importance:
-            images.append((f"{r.model}: feature importance",
-                           plot_importance(r.importance, r.model, run_dir / f"importance_{r.model}.png")))
-    model_rows = [[m, v["cv"], " ".join(f"{s:.4f}" for s in v["folds"]), float(np.std(v["folds"])), f"{v['seconds']:.1f}",
-                   "reused" if v.get("reused") else "trained"] for m, v in metrics["models"].items()]
-    stack = metrics["stack"]
-    parts = [
-        f"<h1>mmstack run {html.escape(metrics.get('run_id', ''))}</h1>",
-        f"<p>task <b>{html.escape(metrics['task'])}</b>, metric {html.escape(metric)}, {metrics['n_folds']} folds, "
-        f"{metrics.get('n_train', '?')} train rows, {metrics.get('n_test', '?')} test rows</p>",
-        "<h2>Level-1 models</h2>",
+
+def plot_calibration(y: np.ndarray, prob: np.ndarray, title: str, path: Path) -> str:
+    """Reliability curve of binary probabilities (quantile bins) with their histogram."""
+    from sklearn.calibration import calibration_curve
+
+    true, predicted = calibration_curve(y, prob, n_bins=10, strategy="quantile")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot([0, 1], [0, 1], "--", color="0.5", lw=1)
+    axes[0].plot(predicted, true, "o-", color="C3")
+    axes[0].set(xlabel="mean predicted probability", ylabel="observed share of positives", title=title)
+    axes[1].hist(prob, bins=40, color="C0")
+    axes[1].set(xlabel="predicted probability (out of fold)", title="distribution")
+    return _save(fig, path)
+
+
+def class_table(y: np.ndarray, pred: np.ndarray, classes: tuple[str, ...], top: int = 30) -> str:
+    """Per-class precision, recall and F1 of the out-of-fold classes, most frequent classes first."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = np.arange(len(classes))
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    order = np.argsort(-support, kind="stable")[:top]
+    return _table([[classes[c], int(support[c]), float(precision[c]), float(recall[c]), float(f1[c])]
+                   for c in order], ["class", "n", "precision", "recall", "F1"])
+
+
+def _target_section(r: TargetReport, section: dict[str, Any], run_dir: Path, single: bool,
+                    images: list[tuple[str, str]]) -> list[str]:
+    """HTML and plots of one target."""
+    t = r.target
+    metric = t.metric.name
+    direction = "higher is better" if t.metric.greater_is_better else "lower is better"
+    tag = "" if single else f"_{_slug(t.name)}"
+    oof = r.stacked.oof
+    stack = section["stack"]
+    plots = [("CV by model", plot_cv(r.results, stack.get("cv"), f"{metric} ({direction})",
+                                     run_dir / f"cv_by_model{tag}.png"))]
+    if t.is_classification:
+        labels = to_labels(oof)
+        plots.append(("Stack: confusion matrix (out of fold)",
+                      plot_confusion(r.y, labels, t.classes, f"{t.name}: stack", run_dir / f"confusion{tag}.png")))
+        if t.problem == "binary":
+            plots.append(("Stack: calibration (out of fold)",
+                          plot_calibration(r.y, oof[:, 0], f"{t.name}: stack", run_dir / f"calibration{tag}.png")))
+    else:
+        plots.append(("Stack: out-of-fold prediction against target",
+                      plot_oof(r.y, oof[:, 0], "stack", run_dir / f"oof_stack{tag}.png")))
+        for name, values in r.groups.items():
+            plots.append((f"Stack residuals by {name}", plot_residuals_by_group(
+                r.y, oof[:, 0], values, name, run_dir / f"residuals_{_slug(name)}{tag}.png")))
+    weights = stack.get("weights", {})
+    if len(weights) > 1:
+        plots.append(("Blend weights", plot_bars(weights, f"weights ({stack.get('method')})", "weight",
+                                                 run_dir / f"blend_weights{tag}.png")))
+    if r.ablation:
+        deltas = {k: v["delta"] for k, v in r.ablation.items() if k != "all blocks"}
+        plots.append(("Feature block ablation", plot_bars(
+            deltas, "CV change when the variant replaces all blocks", f"how much worse, {metric} (+ = the block helps)",
+            run_dir / f"ablation{tag}.png")))
+    for m in r.results:
+        if m.importance:
+            plots.append((f"{m.model}: feature importance",
+                          plot_importance(m.importance, m.model, run_dir / f"importance_{m.model}{tag}.png")))
+    images += [(cap if single else f"{t.name}: {cap}", src) for cap, src in plots]
+    model_rows = [[m, v["cv"], " ".join(f"{s:.4f}" for s in v["folds"]), float(np.std(v["folds"])),
+                   f"{v['seconds']:.1f}", "reused" if v.get("reused") else "trained"]
+                  for m, v in section["models"].items()]
+    what = (f"{t.problem}" + (f", {t.n_classes} classes" if t.is_classification else "") +
+            f", metric {metric} ({direction}), {section['n_labelled']} labelled rows")
+    parts = [] if single else [f"<h2>Target {html.escape(t.name)}</h2>"]
+    parts += [
+        f"<p>target <b>{html.escape(t.name)}</b>: {html.escape(what)}</p>",
+        "<h3>Level-1 models</h3>",
         _table(model_rows, ["model", f"CV {metric}", "folds", "fold std", "fit seconds", "status"]),
-        "<h2>Stack</h2>",
+        "<h3>Stack</h3>",
         _table([[key, b["cv"], b["cv_in_sample"], ", ".join(f"{k}={v:.3f}" for k, v in b["weights"].items()),
                  "chosen" if key == stack.get("method") else ""] for key, b in stack.get("blenders", {}).items()]
                or [[stack.get("method", ""), stack.get("cv"), stack.get("cv_in_sample"), "", "chosen"]],
                ["blender", f"CV {metric} (nested, honest)", "in-sample (optimistic)", "weights", ""]),
+        _table([[k, v] for k, v in section["stack_scores"].items()], ["stack, out of fold", "score"]),
     ]
+    if t.is_classification:
+        parts += ["<h3>Per class (stack, out of fold)</h3>", class_table(r.y, to_labels(oof), t.classes)]
     if stack.get("without_model"):
-        parts += ["<h2>Model ablation: the stack without each model</h2>",
+        parts += ["<h3>Model ablation: the stack without each model</h3>",
                   _table([[k, v["cv"], v["delta"]] for k, v in stack["without_model"].items()],
-                         ["left out", f"stack CV {metric} (nested)", "delta vs full stack (+ = the model helps)"])]
-    if metrics.get("ablation"):
-        parts += ["<h2>Feature block ablation</h2>",
-                  _table([[k, v["cv"], v.get("delta", "")] for k, v in metrics["ablation"].items()],
-                         ["variant", f"CV {metric}", "delta vs all blocks"])]
+                         ["left out", f"stack CV {metric} (nested)", "how much worse without it (+ = it helps)"])]
+    if r.ablation:
+        parts += ["<h3>Feature block ablation</h3>",
+                  _table([[k, v["cv"], v.get("delta", "")] for k, v in r.ablation.items()],
+                         ["variant", f"CV {metric}", "how much worse than all blocks"])]
+    return parts
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
+
+
+def write_report(run_dir: Path, metrics: dict[str, Any], reports: list[TargetReport],
+                 step_seconds: dict[str, float], config_diff: list[str]) -> Path:
+    """Write metrics.json, the plots and report.html into ``run_dir``; returns the report's path."""
+    write_json(run_dir / "metrics.json", metrics)
+    single = len(reports) == 1
+    sections = metrics.get("targets") or {reports[0].target.name: metrics}
+    images: list[tuple[str, str]] = []
+    parts = [
+        f"<h1>mmstack run {html.escape(metrics.get('run_id', ''))}</h1>",
+        f"<p>task <b>{html.escape(metrics['task'])}</b>, {metrics['n_folds']} folds, "
+        f"{metrics.get('n_train', '?')} train rows, {metrics.get('n_test', '?')} test rows, "
+        f"{len(reports)} target{'s' if len(reports) > 1 else ''}</p>",
+    ]
+    for r in reports:
+        parts += _target_section(r, sections[r.target.name], run_dir, single, images)
     parts += ["<h2>Time per step</h2>", _table([[k, f"{v:.1f}"] for k, v in step_seconds.items()], ["step", "seconds"]),
               "<h2>Config changes since the previous run</h2>",
               "<pre>" + html.escape("\n".join(config_diff) or "(none)") + "</pre>", "<h2>Plots</h2>"]

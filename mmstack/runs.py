@@ -25,3 +25,13 @@ def append_run(store: Store, record: dict[str, Any]) -> None:
     path = runs_path(store)
     old = path.read_text() if path.is_file() else ""
     write_text(path, old + json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+def lower_is_better(record: dict[str, Any]) -> bool:
+    """The direction of a run's stack score (older runs did not record it: read it from the metric's name)."""
+    if "greater_is_better" in record:
+        return not record["greater_is_better"]
+    from .metrics import METRICS
+
+    metric = METRICS.get(record.get("metric", ""))
+    return True if metric is None else not metric.greater_is_better

@@ -25,7 +25,7 @@ import pandas as pd
 from .config import Config
 from .data.images import ImageSource
 from .errors import ConfigError, InputError
-from .legal import MinorFilter, content_hash, query_asks_for_minors
+from .legal import MinorFilter, content_hash, query_asks_for_minors, similar_images_show_minors
 from .store import Store, make_key, write_joblib
 
 log = logging.getLogger(__name__)
@@ -77,32 +77,6 @@ def image_vectors(payloads: list[bytes], params: dict, store: Store) -> tuple[np
             np.array([bool(cached[h]["ok"]) for h in hashes]))
 
 
-def similar_images_show_minors(data, pm_extras, pooled: np.ndarray, ok: np.ndarray, neighbours: int = 10,
-                               share: float = 0.2) -> np.ndarray:
-    """Per image: do the captions of the training images most like it mention children?
-
-    The face filter misses children seen from behind, in profile or far away; the captions written for similar
-    training images do not. An image is flagged when at least ``share`` of the captions of its ``neighbours``
-    nearest training images (EfficientNet-Lite0 features, cosine) ask for minors (:func:`query_asks_for_minors`).
-    """
-    from .features.pair_match import normalise
-
-    from .features.caption_bridge import caption_images
-
-    train = data.train
-    source = caption_images(train, np.asarray(pm_extras["image_index"])[:len(train)])
-    captions = pd.DataFrame({"image": source, "text": train["query_text"]}).dropna().drop_duplicates("text")
-    if captions.empty:
-        return np.zeros(len(pooled), bool)
-    train_pooled = np.asarray(pm_extras["image_pooled"], np.float64)
-    known = normalise(train_pooled[captions["image"].astype(int).to_numpy()])
-    minors = captions["text"].map(query_asks_for_minors).to_numpy(bool)
-    sims = normalise(np.asarray(pooled, np.float64)) @ known.T
-    top = np.argsort(-sims, axis=1)[:, :min(neighbours, len(known))]
-    flagged = minors[top].mean(axis=1) >= share
-    return flagged & ok
-
-
 def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: np.ndarray, ok: np.ndarray,
                  input_dir: Path | None, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The stacked relevance (n_queries, n_images) of each query to each image, from the models trained (or
@@ -111,19 +85,18 @@ def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: 
     from .features.pair_match import label_vectors, normalise, pair_frame
     from .features.registry import make_block
     from .features.text_embed import embed_texts, make_encoder
-    from .models.base import ModelInput
-    from .models.registry import make_model
-    from .pipeline import Timer, build_features, prepare, resolve_input, stack_predictions, train_models
-    from .stack.blenders import make_blender
+    from .models.base import ModelInput, load_fold
+    from .pipeline import Timer, build_features, prepare, resolve_input, stack_target, train_models
 
     if config.blocks[:1] != ["pair_match"] or set(config.blocks) - {"pair_match", "caption_bridge"}:
         raise ConfigError("search scores pairs with the pair_match block first and, optionally, caption_bridge: "
                           f"got [features] blocks = {config.blocks}")
     store = Store(workdir)
-    spec, data, folds = prepare(config, resolve_input(config, input_dir), store, Timer())
-    cache, _ = build_features(config, data, folds, store)
-    results = train_models(config, spec, data, folds, store, cache)
-    stack, _, _ = stack_predictions(config, spec, results, data.y, folds, store)
+    spec, data, targets = prepare(config, resolve_input(config, input_dir), store, Timer())
+    target = targets[0]
+    cache = build_features(config, data, store, targets)[target.target.name]
+    results = train_models(config, spec, target, store, cache)
+    stacked = stack_target(config, spec, target, results, store)
     params = make_block("pair_match", config.block_params("pair_match")).params
     n, nq = len(pooled), len(queries)
     vectors, labels = {}, {}
@@ -144,28 +117,21 @@ def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: 
     extras = {"pair_match": {"image_index": image_codes, "query_index": query_codes,
                              "image_pooled": pooled, "image_probs": probs, "image_ok": ok,
                              **{f"qvec_{k}": v.astype(np.float32) for k, v in vectors.items()}}}
+    new_pairs = ModelInput(X=frame, categorical=[], block_keys={}, n_train=0, extras=extras)
     preds = []
     for r in results:
-        model_params = config.model_params(r.model)
-        model_params.pop("blocks", None)
-        model = make_model(r.model, model_params, config.seed)
-        model.bind(ModelInput(X=frame, categorical=[], block_keys={}, n_train=0, extras=extras))
-        fold_dir = store.path("models", spec.name, r.name)
-        # clipped per fold, then averaged: as the fold loop makes the test predictions
-        fold_preds = [np.clip(model.predict(joblib.load(fold_dir / f"fold{k}.joblib")["model"], frame),
-                              *spec.target_range) for k in range(folds.n_folds)]
-        preds.append(np.mean(fold_preds, axis=0))
-    P = np.column_stack(preds)
-    if stack["method"] == "single":
-        blended = P[:, 0]
-    else:
-        oof = np.column_stack([r.oof for r in results])
-        blender = make_blender(stack["method"], config.get(f"stack.{stack['method']}", {}), config.seed)
-        blended = blender.fit(oof, data.y).predict(P)
+        # the saved fold models, as the fold loop made the test predictions: finished per fold, then averaged
+        fold_preds = []
+        for k in range(target.folds.n_folds):
+            model, fitted = load_fold(store, spec.name, r.name, k)
+            model.bind(new_pairs)
+            fold_preds.append(target.target.finish(model.predict(fitted, frame)))
+        preds.append(target.target.finish(np.mean(fold_preds, axis=0)))
+    blended = stacked.blend(np.stack(preds, axis=1))  # the saved blender, never refitted here
     flags = similar_images_show_minors(data, cache.outputs["pair_match"].extras, pooled, ok,
                                        int(config.get("search.minor_neighbours", 10)),
                                        float(config.get("search.minor_caption_share", 0.2)))
-    return np.clip(blended, *spec.target_range).reshape(nq, n), flags
+    return blended[:, 0].reshape(nq, n), flags
 
 
 def search(config: Config, query: str, images: Path, top: int = 5, input_dir: Path | None = None,

@@ -49,3 +49,47 @@ def fast_config(*overrides: str):
     from mmstack.config import Config
 
     return Config.load(ROOT / "configs" / "avito.toml", FAST + list(overrides))
+
+
+def relabel(data, y, problem: str = "regression", name: str | None = None, fingerprint: str = "relabelled"):
+    """``data`` with its (first) target's labels of the training rows replaced by ``y`` (rows to predict stay
+    unlabelled) and the target's problem type set to ``problem``."""
+    import dataclasses
+
+    import numpy as np
+
+    from mmstack.targets import TargetSpec, make_target
+
+    old = data.target(name)
+    labels = data.labels.copy()
+    labels[old.name] = np.r_[np.asarray(y, dtype=object if problem != "regression" else float),
+                             np.full(data.n_test, np.nan)]
+    if problem == "regression":
+        labels[old.name] = labels[old.name].astype(float)
+    spec = TargetSpec(old.name, problem, value_range=old.value_range if problem == "regression" else None)
+    return dataclasses.replace(data, _labels=labels, targets=[make_target(spec, labels[old.name])],
+                               fingerprint=fingerprint)
+
+
+def target_data_for(data, n_folds: int = 3, seed: int = 0, name: str | None = None, store=None, **kwargs):
+    """The (first) target of ``data`` with folds, as the fold loop and target-reading blocks see it."""
+    from mmstack.folds import target_data
+    from mmstack.store import Store
+
+    if store is None:
+        import tempfile
+
+        store = Store(tempfile.mkdtemp(prefix="folds-"))
+    return target_data(store, data, data.target(name), n_folds=n_folds, seed=seed, **kwargs)
+
+
+def train(model, inputs, y, folds, store, task: str = "toy", value_range=(0.0, 1.0)):
+    """``train_model`` for a toy regression task: labelled rows 0..len(y)-1 with ``folds``; the model is made
+    for a regression target with ``value_range`` (as the tasks' 0..1 targets)."""
+    import numpy as np
+
+    from mmstack.models.base import train_model
+    from mmstack.targets import TargetData, regression_target
+
+    model.target = regression_target("y", value_range=value_range)
+    return train_model(model, inputs, TargetData(model.target, np.arange(len(y)), np.asarray(y), folds), store, task)

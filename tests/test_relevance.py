@@ -2,6 +2,7 @@
 the two-tower contract, and a run end to end. Tiny data drawn by the test."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -17,11 +18,10 @@ from mmstack.features import pair_match
 REAL_LABEL_VECTORS = pair_match.label_vectors
 from mmstack.features.base import BlockContext
 from mmstack.features.registry import make_block
-from mmstack.folds import load_or_make_folds
 from mmstack.metrics import score_all
 from mmstack.store import Store
 
-from .conftest import ROOT
+from .conftest import ROOT, target_data_for
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 20),
            "black": (10, 10, 10), "white": (245, 245, 245), "orange": (250, 140, 0), "purple": (130, 40, 160)}
@@ -88,8 +88,11 @@ def test_loader_reads_the_course_format(flickr_dir):
     assert "expert" not in data.train.columns and "crowd" not in data.train.columns, "scores stay out of features"
     own = data.train["image"] == data.train["query_id"].str.split("#").str[0]
     # own caption: experts 4, 4, 3 -> (11/3 - 1) / 3
-    assert np.allclose(data.y[own.to_numpy()], (11 / 3 - 1) / 3)
-    assert data.y.min() >= 0 and data.y.max() <= 1
+    rows, y = data.labelled(data.target())
+    assert rows.tolist() == list(range(data.n_train))
+    assert np.allclose(y[own.to_numpy()], (11 / 3 - 1) / 3)
+    assert y.min() >= 0 and y.max() <= 1
+    assert set(data.labels.columns) == {"relevance", "expert", "crowd"}, "scores live with the target"
 
 
 def test_target_mapping_and_crowd_blend():
@@ -102,9 +105,11 @@ def test_target_mapping_and_crowd_blend():
 def test_crowd_weight_changes_target_and_fingerprint(flickr_dir):
     plain, mixed = relevance.load(flickr_dir), relevance.load(flickr_dir, options={"crowd_weight": 0.5})
     assert plain.fingerprint != mixed.fingerprint
-    voted = mixed.extras["scores"]["crowd"].notna().to_numpy()
-    assert voted.any() and not np.allclose(plain.y[voted], mixed.y[voted])
-    assert np.array_equal(plain.y[~voted], mixed.y[~voted])
+    voted = mixed.labels["crowd"].notna().to_numpy()[:mixed.n_train]
+    y_plain, y_mixed = (d.labelled(d.target())[1] for d in (plain, mixed))
+    assert voted.any() and not np.allclose(y_plain[voted], y_mixed[voted])
+    assert np.array_equal(y_plain[~voted], y_mixed[~voted])
+    assert "scores" not in mixed.extras
 
 
 def test_test_pairs_file_wins_and_finds_train_images(flickr_dir, tmp_path):
@@ -187,10 +192,8 @@ def shared_label_vectors(monkeypatch):
 
 
 def _build(data: Dataset, store_dir):
-    folds = load_or_make_folds(Store(store_dir), "relevance", data.fingerprint, data.n_train, n_folds=3,
-                               strategy="group", groups=data.train["image"].to_numpy())
     block = make_block("pair_match", SMALL)
-    return block.build(BlockContext(data, folds, Store(store_dir), seed=0))
+    return block.build(BlockContext(data.label_free(), Store(store_dir), seed=0))
 
 
 def test_pair_features_never_read_the_candidates_captions(flickr_dir, tmp_path):
@@ -200,7 +203,7 @@ def test_pair_features_never_read_the_candidates_captions(flickr_dir, tmp_path):
     data = relevance.load(flickr_dir)
     full = _build(data, tmp_path / "a").dense
     kept = data.train["query_id"].iloc[0]
-    rows = pd.concat([data.train.drop(columns=data.target), data.test], ignore_index=True)
+    rows = data.all_rows()
     mine = (rows["query_id"] == kept).to_numpy()
     assert mine.sum() >= 3 and rows.loc[mine, "image"].nunique() == mine.sum()
 
@@ -210,9 +213,8 @@ def test_pair_features_never_read_the_candidates_captions(flickr_dir, tmp_path):
         frame.loc[other, "query_text"] = [f"removed text {i}" for i in range(int(other.sum()))]
         return frame.assign(query_id="?")
 
-    stripped = Dataset(task=data.task, train=strip(data.train), test=strip(data.test), target=data.target,
-                       id_col=data.id_col, fingerprint=data.fingerprint + "-stripped", input_dir=data.input_dir,
-                       images=data.images)
+    stripped = dataclasses.replace(data, train=strip(data.train), test=strip(data.test),
+                                   fingerprint=data.fingerprint + "-stripped")
     reduced = _build(stripped, tmp_path / "b").dense
     pd.testing.assert_frame_equal(full[mine].reset_index(drop=True), reduced[mine].reset_index(drop=True),
                                   check_exact=False, rtol=1e-5)
@@ -245,12 +247,12 @@ def test_twotower_contract(flickr_dir, tmp_path):
 
     data = relevance.load(flickr_dir)
     store = Store(tmp_path / "w")
-    folds = load_or_make_folds(store, "relevance", data.fingerprint, data.n_train, n_folds=3, strategy="group",
-                               groups=data.train["image"].to_numpy())
-    cache = BlockCache(data, folds, store, seed=0)
+    target = target_data_for(data, n_folds=3, store=store, strategy="group", group_by="image")
+    cache = BlockCache(data, store, seed=0, target=target)
     block = make_block("pair_match", SMALL)
     cache.get(block, lambda name: block)
-    assert_contract("twotower", data, folds, cache, ["pair_match"], "relevance", tmp_path)
+    assert_contract("twotower", target, cache, ["pair_match"], "relevance", tmp_path)
+
 
 
 def test_relevance_run_end_to_end(flickr_dir, tmp_path):
@@ -277,9 +279,9 @@ def test_caption_bridge_never_uses_the_candidates_own_captions(flickr_dir, tmp_p
 
     def build(data, where):
         store = Store(where)
-        folds = load_or_make_folds(store, "relevance", "same-folds", data.n_train, n_folds=3, strategy="group",
-                                   groups=data.train["image"].to_numpy())
-        cache = BlockCache(data, folds, store, seed=0)
+        target = target_data_for(dataclasses.replace(data, fingerprint="same-folds"), n_folds=3, store=store,
+                                 strategy="group", group_by="image")
+        cache = BlockCache(data, store, seed=0, target=target)
         made = {"pair_match": make_block("pair_match", SMALL), "caption_bridge": make_block("caption_bridge")}
         return cache.get(made["caption_bridge"], lambda n: made[n])
 
@@ -288,8 +290,7 @@ def test_caption_bridge_never_uses_the_candidates_own_captions(flickr_dir, tmp_p
     image = data.train["image"].iloc[0]
     renamed = data.train.assign(query_id=data.train["query_id"].str.replace(image, "9999_gone.jpg", regex=False))
     assert (renamed["query_id"] != data.train["query_id"]).sum() >= 3
-    stripped = Dataset(task=data.task, train=renamed, test=data.test, target=data.target, id_col=data.id_col,
-                       fingerprint=data.fingerprint + "-no-captions", input_dir=data.input_dir, images=data.images)
+    stripped = dataclasses.replace(data, train=renamed, fingerprint=data.fingerprint + "-no-captions")
     reduced = build(stripped, tmp_path / "b")
     mine = (data.train["image"] == image).to_numpy()
     assert list(full.dense.columns) == ["cb_use_cos", "cb_use_knn_max", "cb_use_knn_wmean"]

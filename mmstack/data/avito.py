@@ -9,6 +9,7 @@ import polars as pl
 
 from ..errors import InputError
 from ..store import Store, file_digest, make_key, write_parquet
+from ..targets import TargetSpec
 from .dataset import Dataset
 from .images import SAFE_ID, ImageSource
 from .schema import Column, Schema, check_unique, first_row, read_csv_text, validate
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 
 TASK = "avito"
 TARGET = "deal_probability"
+TARGETS = (TargetSpec(TARGET, "regression", "rmse", value_range=(0.0, 1.0)),)
 ID = "item_id"
 LOADER_VERSION = "1"
 
@@ -148,5 +150,6 @@ def load(input_dir: Path | str, store: Store | None = None, options: dict | None
             log.warning("%s: %d of %d referenced images not found (treated as no image)",
                         split, missing, int(referenced.sum()))
     extras = {n: f for n, f in frames.items() if n not in ("train", "test")}
-    return Dataset(task=TASK, train=frames["train"], test=frames["test"], target=TARGET, id_col=ID,
-                   fingerprint=fingerprint, input_dir=input_dir, extras=extras, images=images)
+    return Dataset.with_labels(task=TASK, train=frames["train"], test=frames["test"], id_col=ID,
+                               fingerprint=fingerprint, input_dir=input_dir, specs=TARGETS, extras=extras,
+                               images=images)

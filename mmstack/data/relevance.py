@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..store import Store, file_digest, make_key
+from ..targets import TargetSpec
 from .dataset import Dataset
 from .images import SAFE_ID, ImageSource
 from .schema import Column, Schema, check_unique, first_row, read_csv_text, validate
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 TASK = "relevance"
 TARGET = "relevance"
+TARGETS = (TargetSpec(TARGET, "regression", "mse", value_range=(0.0, 1.0)),)
 LOADER_VERSION = "1"
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 
@@ -166,14 +168,14 @@ def load(input_dir: Path | str, store: Store | None = None, options: dict[str, A
                         name, int((~found).sum()), len(frame))
     digests = {name: file_digest(path) for name, path in sorted(files.items())}
     fingerprint = make_key(TASK, LOADER_VERSION, digests, crowd_weight)
-    # the expert and crowd scores stay out of the rows that blocks read: only the blended target is there
-    scores = train[["expert", "crowd"]].reset_index(drop=True)
-    train = train[["image", "image_id", "image_split", "query_id", "query_text", TARGET]]
+    # the expert and crowd scores are labels: they live with the target, out of the tables that blocks read
+    train = train[["image", "image_id", "image_split", "query_id", "query_text", TARGET, "expert", "crowd"]]
     log.info("data: %d scored train pairs (%d images, %d queries), %d test pairs (%d images, %d queries)",
              len(train), train["image"].nunique(), train["query_id"].nunique(), len(test), test["image"].nunique(),
              test["query_id"].nunique())
-    return Dataset(task=TASK, train=train.reset_index(drop=True), test=test.reset_index(drop=True), target=TARGET,
-                   id_col="query_id", fingerprint=fingerprint, input_dir=input_dir, extras={"scores": scores}, images=images)
+    return Dataset.with_labels(task=TASK, train=train.reset_index(drop=True), test=test.reset_index(drop=True),
+                               id_col="query_id", fingerprint=fingerprint, input_dir=input_dir, specs=TARGETS,
+                               label_columns=("expert", "crowd"), images=images)
 
 
 def _folder(input_dir: Path, name: str) -> Path | None:

@@ -16,7 +16,9 @@ import scipy.sparse as sp
 
 from ..data.dataset import Dataset
 from ..folds import Folds
+from ..errors import ConfigError
 from ..store import Store, atomic_path, make_key, read_json
+from ..targets import TargetData
 
 log = logging.getLogger(__name__)
 
@@ -103,21 +105,30 @@ class BlockOutput:
 
 @dataclass
 class BlockContext:
-    """What a block may read: the dataset, the shared folds, the store and its dependencies' outputs."""
+    """What a block may read: the dataset (label-free unless the block reads the target), the store, the seed,
+    its dependencies' outputs, and for a target-reading block the target with its labelled rows and folds."""
 
     data: Dataset
-    folds: Folds
     store: Store
     seed: int
     inputs: dict[str, BlockOutput] = field(default_factory=dict)
+    target: TargetData | None = None
+
+    @property
+    def folds(self) -> Folds:
+        if self.target is None:
+            raise RuntimeError("only blocks that declare reads_target see the folds")
+        return self.target.folds
 
 
 class FeatureBlock:
     """One cached group of features.
 
     Subclasses set ``name``, ``version`` (bump it when the output changes for the same params),
-    ``reads_target`` (then the key includes the folds key, and the block must compute training rows out of fold),
-    ``depends_on`` (names of blocks whose outputs it reads) and ``default_params``; and implement :meth:`build`.
+    ``reads_target`` (then the block gets the target's labels and folds, its key includes the folds key, and it
+    must return per-fold training views computed out of fold), ``depends_on`` (names of blocks whose outputs it
+    reads) and ``default_params``; and implement :meth:`build`. A block that does not read the target receives
+    the data without labels (:meth:`Dataset.label_free`).
     """
 
     name: ClassVar[str]
@@ -144,49 +155,97 @@ class FeatureBlock:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"features.{self.name}.{key} must be an integer >= {low}, got {value!r}")
 
-    def key(self, data: Dataset, folds: Folds, input_keys: dict[str, str]) -> str:
-        return make_key(self.name, self.version, data.fingerprint, self.params,
-                        folds.key if self.reads_target else None, input_keys)
+    def check_folds(self, folds: Folds) -> None:
+        """Refuse folds this block cannot be honest on (override; e.g. :meth:`Folds.require_grouped_by`)."""
+
+    def key(self, data: Dataset, target: TargetData | None, input_keys: dict[str, str]) -> str:
+        target_part = (target.folds.key, target.target.key()) if self.reads_target and target else None
+        return make_key(self.name, self.version, data.fingerprint, self.params, target_part, input_keys)
 
     def build(self, ctx: BlockContext) -> BlockOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-class BlockCache:
-    """Builds blocks in dependency order, reusing any whose key is already stored."""
+@dataclass
+class _Built:
+    keys: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, BlockOutput] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    reused: dict[str, bool] = field(default_factory=dict)
 
-    def __init__(self, data: Dataset, folds: Folds, store: Store, seed: int):
-        self.ctx = BlockContext(data=data, folds=folds, store=store, seed=seed)
-        self.keys: dict[str, str] = {}
-        self.outputs: dict[str, BlockOutput] = {}
-        self.seconds: dict[str, float] = {}
-        self.reused: dict[str, bool] = {}
+
+class BlockCache:
+    """Builds blocks in dependency order, reusing any whose key is already stored.
+
+    One cache per target (:meth:`for_target`): blocks that neither read the target nor depend on a block that does
+    are built once and shared by the caches of all targets; the others are built per target, on its folds.
+    """
+
+    def __init__(self, data: Dataset, store: Store, seed: int, target: TargetData | None = None,
+                 _shared: _Built | None = None):
+        self.data, self.store, self.seed, self.target = data, store, seed, target
+        self._shared = _shared if _shared is not None else _Built()
+        self._own = _Built()
+
+    def for_target(self, target: TargetData) -> "BlockCache":
+        """A cache for ``target`` that shares this cache's target-free blocks."""
+        return BlockCache(self.data, self.store, self.seed, target, self._shared)
+
+    def _merged(self, attr: str) -> dict:
+        return {**getattr(self._shared, attr), **getattr(self._own, attr)}
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return self._merged("keys")
+
+    @property
+    def outputs(self) -> dict[str, BlockOutput]:
+        return self._merged("outputs")
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return self._merged("seconds")
+
+    @property
+    def reused(self) -> dict[str, bool]:
+        return self._merged("reused")
+
+    def _target_specific(self, block: FeatureBlock, resolve) -> bool:
+        return block.reads_target or any(self._target_specific(resolve(d), resolve) for d in block.depends_on)
 
     def get(self, block: FeatureBlock, resolve) -> BlockOutput:
         """The output of ``block``; ``resolve(name)`` returns the configured block a dependency names."""
-        if block.name in self.outputs:
-            return self.outputs[block.name]
-        for dep in block.depends_on:
-            self.get(resolve(dep), resolve)
-        key = block.key(self.ctx.data, self.ctx.folds, {d: self.keys[d] for d in block.depends_on})
-        path = self.ctx.store.path("features", block.name, key)
+        built = self._own if self._target_specific(block, resolve) else self._shared
+        if block.name in built.outputs:
+            return built.outputs[block.name]
+        inputs = {dep: self.get(resolve(dep), resolve) for dep in block.depends_on}
+        if block.reads_target:
+            if self.target is None:
+                raise ConfigError(f"features.{block.name} reads the target: it needs a task target with labels")
+            block.check_folds(self.target.folds)
+        keys = self.keys
+        key = block.key(self.data, self.target, {d: keys[d] for d in block.depends_on})
+        path = self.store.path("features", block.name, key)
         start = time.perf_counter()
         if (path / "meta.json").is_file():
             output = BlockOutput.load(path)
-            self.reused[block.name] = True
+            built.reused[block.name] = True
             log.info("features: %s reused %s", block.name, key)
         else:
-            self.ctx.inputs = {d: self.outputs[d] for d in block.depends_on}
-            output = block.build(self.ctx)
-            expected = self.ctx.data.n_train + self.ctx.data.n_test
-            if output.n_rows != expected:
-                raise RuntimeError(f"block {block.name} returned {output.n_rows} rows, expected {expected}")
+            ctx = BlockContext(data=self.data if block.reads_target else self.data.label_free(), store=self.store,
+                               seed=self.seed, inputs=inputs, target=self.target if block.reads_target else None)
+            output = block.build(ctx)
+            if output.n_rows != self.data.n_rows:
+                raise RuntimeError(f"block {block.name} returned {output.n_rows} rows, expected {self.data.n_rows}")
+            if block.reads_target and not output.train_views:
+                raise RuntimeError(f"block {block.name} reads the target but returned no per-fold training views: "
+                                   "its training rows would carry values fitted on their own labels")
             output.save(path)
-            self.reused[block.name] = False
+            built.reused[block.name] = False
             log.info("features: %s built %s in %.1fs", block.name, key, time.perf_counter() - start)
-        self.seconds[block.name] = time.perf_counter() - start
-        self.keys[block.name] = key
-        self.outputs[block.name] = output
+        built.seconds[block.name] = time.perf_counter() - start
+        built.keys[block.name] = key
+        built.outputs[block.name] = output
         return output
 
 

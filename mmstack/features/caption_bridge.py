@@ -43,6 +43,11 @@ class CaptionBridgeBlock(FeatureBlock):
     depends_on = ("pair_match",)
     default_params = {"alpha": 30.0, "neighbours": 10}
 
+    def check_folds(self, folds) -> None:
+        # an image's captions are its label: with pairs of one image in several folds, a candidate's own captions
+        # would reach its features through the map fitted on the other folds
+        folds.require_grouped_by("image", "features.caption_bridge")
+
     def __init__(self, params=None):
         super().__init__(params)
         if not float(self.params["alpha"]) > 0:
@@ -64,7 +69,9 @@ class CaptionBridgeBlock(FeatureBlock):
                                  "query": query_index[:data.n_train][has]})
         captions = captions[ok[captions["image"]]]
         row_image = image_index
-        fold_images = [np.unique(row_image[:data.n_train][ctx.folds.fold == k]) for k in range(ctx.folds.n_folds)]
+        labelled = ctx.target.rows
+        fold_images = [np.unique(row_image[labelled][ctx.folds.fold == k]) for k in range(ctx.folds.n_folds)]
+        unlabelled = np.setdiff1d(np.arange(data.n_rows), labelled)
         mean, std = pooled[ok].mean(axis=0), pooled[ok].std(axis=0) + 1e-6
         z = (pooled - mean) / std
         out, views = {}, {k: {} for k in range(ctx.folds.n_folds)}
@@ -82,14 +89,14 @@ class CaptionBridgeBlock(FeatureBlock):
             def apply(memory: dict[str, np.ndarray], ids: np.ndarray, q=q) -> np.ndarray:
                 return score_pairs(memory, z, ok, q, row_image[ids], query_index[ids], self.params["neighbours"])
 
-            values, fold_views = ctx.folds.out_of_fold(fit, apply, data.n_test)
+            values, fold_views = ctx.folds.out_of_fold(fit, apply, data.n_rows)
             # a test pair whose image is a training image is scored like that image's validation rows: by the
             # map that never saw the image's own captions
             for k in range(ctx.folds.n_folds):
-                ids = np.flatnonzero(np.isin(row_image[data.n_train:], fold_images[k])) + data.n_train
+                ids = unlabelled[np.isin(row_image[unlabelled], fold_images[k])]
                 if len(ids):
-                    values[ids] = apply(fit(np.flatnonzero(ctx.folds.fold != k)), ids)
-            extras["memory"][name] = fit(np.arange(data.n_train))
+                    values[ids] = apply(fit(labelled[ctx.folds.fold != k]), ids)
+            extras["memory"][name] = fit(labelled)
             columns = [f"cb_{name.removeprefix('qvec_')}_{c}" for c in COLUMNS]
             for j, column in enumerate(columns):
                 out[column] = values[:, j].astype(np.float32)

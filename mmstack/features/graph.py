@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from .base import BlockContext, BlockOutput, FeatureBlock
 from .registry import register
 from .tabular import listing_pool
+from .target_encoding import target_statistics
 
 log = logging.getLogger(__name__)
 EDGE_TYPES = ("user", "title", "image", "knn")
@@ -115,44 +116,51 @@ class PairNeighbours:
         return self.matrix @ (values * weights), self.matrix @ weights
 
 
-def neighbour_features(name: str, nb, log_price: np.ndarray, ctx: BlockContext, n_nodes: int):
-    """Degree, neighbour price means, and nested out-of-fold neighbour target means (+ per-fold views)."""
-    n_rows = ctx.data.n_train + ctx.data.n_test
-    n_train = ctx.data.n_train
+def neighbour_features(name: str, nb, log_price: np.ndarray, ctx: BlockContext, n_nodes: int,
+                       statistics: dict[str, np.ndarray]):
+    """Degree, neighbour price means, and nested out-of-fold neighbour target means (+ per-fold views).
+
+    ``statistics``: per labelled row, the values whose neighbour means are taken (the target's value or class
+    indicators, :func:`~mmstack.features.target_encoding.target_statistics`)."""
+    n_rows = ctx.data.n_rows
+    target = ctx.target
     ones = np.ones(n_nodes)
     _, degree = nb.sums(np.zeros(n_nodes), ones)
     has_price = np.isfinite(log_price).astype(float)
     price_sum, price_cnt = nb.sums(np.nan_to_num(log_price), has_price)
-    y = np.zeros(n_nodes)
-    y[:n_train] = ctx.data.y
+    stats = list(statistics)
+    y = np.zeros((n_nodes, len(stats)))
+    for j, stat in enumerate(stats):
+        y[target.rows, j] = statistics[stat]
 
     def fit(train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labelled = np.zeros(n_nodes)
         labelled[train_rows] = 1.0
-        return nb.sums(y, labelled)
+        sums = [nb.sums(y[:, j], labelled) for j in range(len(stats))]
+        return np.column_stack([s for s, _ in sums]), sums[0][1]
 
     def apply(sums: tuple[np.ndarray, np.ndarray], ids: np.ndarray) -> np.ndarray:
         total, count = sums
-        return np.c_[total[ids] / np.where(count[ids] > 0, count[ids], np.nan), count[ids]]
+        mean = total[ids] / np.where(count[ids] > 0, count[ids], np.nan)[:, None]
+        return np.column_stack([mean, count[ids]])
 
-    target, target_views = ctx.folds.out_of_fold(fit, apply, ctx.data.n_test)
+    values, value_views = target.folds.out_of_fold(fit, apply, n_rows)
     mean_price = price_sum / np.where(price_cnt > 0, price_cnt, np.nan)
+    columns = [f"gr_{name}_nb_target_{s}" for s in stats] + [f"gr_{name}_nb_labelled"]
     features = {
         f"gr_{name}_degree": degree[:n_rows],
         f"gr_{name}_nb_log_price": mean_price[:n_rows],
         f"gr_{name}_nb_price_diff": (log_price - mean_price)[:n_rows],
-        f"gr_{name}_nb_target_mean": target[:, 0],
-        f"gr_{name}_nb_labelled": target[:, 1],
+        **{c: values[:, j] for j, c in enumerate(columns)},
     }
-    views = {k: {f"gr_{name}_nb_target_mean": v[:, 0], f"gr_{name}_nb_labelled": v[:, 1]}
-             for k, v in target_views.items()}
+    views = {k: {c: v[:, j] for j, c in enumerate(columns)} for k, v in value_views.items()}
     return features, views
 
 
 @register
 class GraphBlock(FeatureBlock):
     name = "graph"
-    version = "3"
+    version = "4"
     reads_target = True
     default_params = {
         "edges": ["user", "title", "image", "knn"],
@@ -160,6 +168,7 @@ class GraphBlock(FeatureBlock):
         "knn_columns": "temb_",  # prefix of the text_embed columns that span the k-NN space
         "image_max_bits": 6,
         "max_group_links": 5,  # per node, in the stored torch_geometric graph only
+        "max_classes": 10,  # multiclass targets: neighbour shares of the most frequent classes
     }
 
     def __init__(self, params=None):
@@ -174,10 +183,12 @@ class GraphBlock(FeatureBlock):
 
     def build(self, ctx: BlockContext) -> BlockOutput:
         pool = listing_pool(ctx)
-        n_nodes, n_rows = len(pool), ctx.data.n_train + ctx.data.n_test
+        n_nodes, n_rows = len(pool), ctx.data.n_rows
         log_price = pool["log_price"].to_numpy(dtype=float)
         features: dict[str, np.ndarray] = {}
         views: dict[int, dict[str, np.ndarray]] = {k: {} for k in range(ctx.folds.n_folds)}
+        # regression: the mean target of the neighbours; classification: their class shares
+        statistics = target_statistics(ctx.target.target, ctx.target.y, ["mean"], self.params["max_classes"])
         edge_index, edge_type = [], []
         for t, name in enumerate(EDGE_TYPES):
             if name not in self.params["edges"]:
@@ -192,7 +203,7 @@ class GraphBlock(FeatureBlock):
                 nb = PairNeighbours(adjacency(pairs, n_nodes, symmetric=(name == "image")))
                 edges = nb.matrix.nonzero()
                 edges = np.vstack(edges).astype(np.int64)
-            feats, fold_views = neighbour_features(name, nb, log_price, ctx, n_nodes)
+            feats, fold_views = neighbour_features(name, nb, log_price, ctx, n_nodes, statistics)
             features.update(feats)
             for k, v in fold_views.items():
                 views[k].update(v)

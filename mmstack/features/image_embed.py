@@ -10,12 +10,11 @@ The package ships no ImageNet class names, so classes are integer ids 0..999 onl
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import io
 import logging
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..store import make_key
+from ..threads import torch_threads
 from .base import BlockContext, BlockOutput, FeatureBlock
 from .image_stats import DECODE_ERRORS, image_refs, images_key
 from .registry import register
@@ -51,22 +51,6 @@ def model_identity() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = "missing"
     return {**versions, "weights": weights_path().name}
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch CPU threads inside the block (None or 0: leave it), then restore the process setting."""
-    import torch
-
-    before = torch.get_num_threads()
-    change = bool(n) and n != before  # set_num_threads is not free: a no-op must not call it per batch
-    if change:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if change:
-            torch.set_num_threads(before)
 
 
 def decode_batch(items: Iterable[tuple[int, bytes | None]], size: int) -> tuple[list[int], list[Image.Image], list[int]]:
@@ -179,9 +163,9 @@ def principal_axes(cov: np.ndarray, k: int, rel_tol: float) -> tuple[np.ndarray,
 class PixelBlock(FeatureBlock):
     """A block computed from the images by the EfficientNet-Lite0 model: its key covers pixels and model too."""
 
-    def key(self, data, folds, input_keys: dict[str, str]) -> str:
+    def key(self, data, target, input_keys: dict[str, str]) -> str:
         # the data fingerprint covers the CSVs only
-        return make_key(super().key(data, folds, input_keys), images_key(data.images), model_identity())
+        return make_key(super().key(data, target, input_keys), images_key(data.images), model_identity())
 
 
 def pca_projection(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:

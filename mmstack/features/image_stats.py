@@ -179,9 +179,9 @@ class ImageStatsBlock(FeatureBlock):
         if p["backend"] not in ("loky", "threading"):
             raise ConfigError(f"features.image_stats.backend must be 'loky' or 'threading', got {p['backend']!r}")
 
-    def key(self, data, folds, input_keys: dict[str, str]) -> str:
+    def key(self, data, target, input_keys: dict[str, str]) -> str:
         # the data fingerprint covers the CSVs only; the pixels decide these features too
-        return make_key(super().key(data, folds, input_keys), images_key(data.images))
+        return make_key(super().key(data, target, input_keys), images_key(data.images))
 
     def build(self, ctx: BlockContext) -> BlockOutput:
         rows, refs = image_refs(ctx)

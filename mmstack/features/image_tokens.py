@@ -29,9 +29,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..threads import torch_threads
 from .base import BlockContext, BlockOutput
-from .image_embed import (EMBED_DIM, EfficientNetLite0Encoder, PixelBlock, decode_for_model, principal_axes,
-                          torch_threads)
+from .image_embed import EMBED_DIM, EfficientNetLite0Encoder, PixelBlock, decode_for_model, principal_axes
 from .image_stats import image_refs
 from .registry import register
 

@@ -28,9 +28,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..threads import torch_threads
 from .base import BlockContext, BlockOutput
 from .image_embed import (EMBED_DIM, N_CLASSES, EfficientNetLite0Encoder, PixelBlock, decode_batch,
-                          principal_axes, torch_threads)
+                          principal_axes)
 from .registry import register
 from .text_embed import embed_texts, make_encoder
 

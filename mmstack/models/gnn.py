@@ -43,10 +43,13 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..features.image_embed import torch_threads
+from ..targets import Target
+from ..metrics import Metric
+from ..threads import torch_threads
 from .base import Level1Model, ModelInput
-from .mlp import TabularScaler
+from .heads import Head
 from .registry import register
+from .tabular_input import CategoryEmbeddings, TabularScaler
 from .torch_training import device_for, seed_everything
 
 log = logging.getLogger(__name__)
@@ -108,14 +111,14 @@ class GraphSAGENet(nn.Module):
     validation node its own target via its test neighbours.
     """
 
-    def __init__(self, n_numeric: int, n_message: int, cardinality: list[int], n_edge_types: int,
-                 hidden: int = 64, layers: int = 2, dropout: float = 0.2, target_mean: float = 0.5):
+    def __init__(self, n_numeric: int, n_message: int, cardinality: list[int], n_edge_types: int, head: Head,
+                 hidden: int = 64, layers: int = 2, dropout: float = 0.2):
         super().__init__()
         from torch_geometric.nn import SAGEConv
 
-        self.embeddings = nn.ModuleList(nn.Embedding(card, min(16, (card + 1) // 2 + 1)) for card in cardinality)
-        emb = sum(e.embedding_dim for e in self.embeddings)
-        self.own = nn.Sequential(nn.Linear(n_numeric + emb, 2 * hidden), nn.BatchNorm1d(2 * hidden), nn.ReLU(),
+        self.inputs = CategoryEmbeddings(cardinality)
+        self.own = nn.Sequential(nn.Linear(n_numeric + self.inputs.width, 2 * hidden), nn.BatchNorm1d(2 * hidden),
+                                 nn.ReLU(),
                                  nn.Dropout(dropout))
         # the graph stream sees no category embeddings: their backward over every sampled node cost more than
         # they added (categories enter through the own stream and, summarised, through the numbers)
@@ -127,9 +130,7 @@ class GraphSAGENet(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Sequential(nn.Linear(hidden * (layers + 3), hidden), nn.ReLU(), nn.Dropout(dropout),
-                                  nn.Linear(hidden, 1))
-        with torch.no_grad():
-            self.head[-1].bias.fill_(float(np.log(target_mean / (1 - target_mean))))
+                                  head.layer(hidden))
 
     def forward(self, own: torch.Tensor, message: torch.Tensor, codes: torch.Tensor, active: torch.Tensor,
                 edges: list[torch.Tensor], hops: list[int] | None = None) -> torch.Tensor:
@@ -156,9 +157,8 @@ class GraphSAGENet(nn.Module):
                     update = update + conv((h, target), edge_index)
             h = norm(target + self.dropout(torch.relu(update)))
             outputs.append(h[:n_out])
-        emb = [e(codes[:n_out, j]) for j, e in enumerate(self.embeddings)]
-        mine = self.own(torch.cat([own, *emb], dim=1))
-        return torch.sigmoid(self.head(torch.cat([mine] + outputs, dim=1))).squeeze(1)
+        mine = self.own(self.inputs(own, codes))
+        return self.head(torch.cat([mine] + outputs, dim=1))
 
 
 def project(message: torch.Tensor, n_rows: int, k: int) -> torch.Tensor:
@@ -184,7 +184,8 @@ class GraphSAGEModel(Level1Model):
     """``gnn``: GraphSAGE on the listing graph with the dense blocks as node features."""
 
     key = "gnn"
-    version = "1"
+    version = "2"
+    row_tables = ("_graph", "_X", "_edge_index", "_edge_type")
     default_params = {
         # edge types of the graph block to pass messages along; image edges (near-duplicate hashes, the densest
         # type on the embedded data) cost a third of the time and scored no better in CV
@@ -196,7 +197,8 @@ class GraphSAGEModel(Level1Model):
         "lr": 2e-3,
         "weight_decay": 0.05,  # AdamW's decoupled decay: the nets overfit 8k rows within a few epochs
         "patience": 5,
-        "loss": "mse",  # or "bce" on the 0..1 target
+        "loss": "mse",  # regression: or "bce" on a 0..1 target; classification uses cross-entropy
+        "class_weight": "",  # classification: "balanced" weighs classes by inverse frequency
         "batch_size": 256,  # training nodes per step, with sampled neighbourhoods; 0 = full-batch steps
         "fanouts": [10, 5],  # incoming edges sampled per node and layer (mini-batch steps, large graphs)
         "full_batch_max_nodes": 200_000,  # larger graphs are also predicted on sampled neighbourhoods
@@ -205,8 +207,8 @@ class GraphSAGEModel(Level1Model):
         "num_threads": 1,
     }
 
-    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42):
-        super().__init__(params, seed)
+    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42, target: Target | None = None):
+        super().__init__(params, seed, target)
         p = self.params
         if p["layers"] < 1 or len(p["fanouts"]) != p["layers"]:
             raise ConfigError("models.gnn: layers must be >= 1 and fanouts must have one entry per layer")
@@ -267,14 +269,16 @@ class GraphSAGEModel(Level1Model):
         n_rows = self._X.shape[0]
         if p["message_components"]:
             message = project(message, n_rows, p["message_components"])
+        head = Head(self.target, y_loss, p["loss"], p["class_weight"])
         seed_everything(self.seed)  # before the weights are initialised
-        net = GraphSAGENet(numeric.shape[1], message.shape[1], scaler.cardinality, self._n_types, p["hidden"],
-                           p["layers"], p["dropout"], target_mean=float(np.clip(np.mean(y_loss), 0.01, 0.99)))
+        net = GraphSAGENet(numeric.shape[1], message.shape[1], scaler.cardinality, self._n_types, head,
+                           p["hidden"], p["layers"], p["dropout"])
         device = device_for()
         with torch_threads(p["num_threads"]):
-            pred = _train_graph(net, (numeric, message, codes, active), self._edge_index, self._edge_type,
-                                self._n_types, loss_ids, y_loss, valid_ids, y_valid, p, self.seed, device, n_rows)
-        return {"scaler": scaler, "net": net.cpu(), "pred": pred.astype(np.float32)}
+            pred = _train_graph(net, head, self.target.metric, (numeric, message, codes, active), self._edge_index,
+                                self._edge_type, self._n_types, loss_ids, y_loss, valid_ids, y_valid, p, self.seed,
+                                device, n_rows)
+        return {"scaler": scaler, "head": head, "net": net.cpu(), "pred": pred.astype(np.float32)}
 
     def _message_columns(self, numeric: list[str]) -> set[str]:
         """Numeric columns that may travel along edges: all but the target-reading ones."""
@@ -298,7 +302,8 @@ class GraphSAGEModel(Level1Model):
         return numeric, codes, active
 
 
-def _train_graph(net: GraphSAGENet, features, edge_index: torch.Tensor, edge_type: torch.Tensor, n_types: int,
+def _train_graph(net: GraphSAGENet, head: Head, metric: Metric, features, edge_index: torch.Tensor,
+                 edge_type: torch.Tensor, n_types: int,
                  loss_ids: np.ndarray, y_loss: np.ndarray, valid_ids: np.ndarray, y_valid: np.ndarray,
                  p: dict[str, Any], seed: int, device: torch.device, n_rows: int) -> np.ndarray:
     """Train ``net``; returns the row nodes' predictions at the best validation epoch.
@@ -315,11 +320,10 @@ def _train_graph(net: GraphSAGENet, features, edge_index: torch.Tensor, edge_typ
     if full_steps and not small:
         raise ConfigError(f"models.gnn: the graph has {n_nodes} nodes, more than full_batch_max_nodes="
                           f"{p['full_batch_max_nodes']}; set batch_size > 0 for sampled mini-batches")
-    criterion = nn.MSELoss() if p["loss"] == "mse" else nn.BCELoss()
     optimiser = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, p["epochs"]))
     use_amp = device.type == "cuda"
-    y_loss_t = torch.as_tensor(y_loss, dtype=torch.float32, device=device)
+    y_loss_t = head.label_tensor(y_loss).to(device)
     if small:
         x = [t.to(device) for t in features]
         edges = [e.to(device) for e in split_edges(edge_index, edge_type, n_types)]
@@ -331,13 +335,13 @@ def _train_graph(net: GraphSAGENet, features, edge_index: torch.Tensor, edge_typ
         net.eval()
         with torch.inference_mode():
             if small:
-                return net(x[0][:n_rows], *x[1:], edges).float().cpu().numpy()
-            out = np.zeros(n_rows, dtype=np.float32)
+                return head.output(net(x[0][:n_rows], *x[1:], edges)).float().cpu().numpy()
+            out = np.zeros((n_rows, head.n_outputs), dtype=np.float32)
             infer_rng = np.random.default_rng(seed + 1)
             for start in range(0, n_rows, infer_batch):
                 seeds = np.arange(start, min(n_rows, start + infer_batch))
-                out[seeds] = _subgraph_forward(net, sampler, features, seeds, p["fanouts"], infer_rng, n_types,
-                                               device)
+                out[seeds] = head.output(_subgraph_forward(net, sampler, features, seeds, p["fanouts"],
+                                                           infer_rng, n_types, device)).float().cpu().numpy()
             return out
 
     best, best_state, best_pred, waited = np.inf, copy.deepcopy(net.state_dict()), None, 0
@@ -359,16 +363,16 @@ def _train_graph(net: GraphSAGENet, features, edge_index: torch.Tensor, edge_typ
                     pred = _subgraph_forward(net, sampler, features, loss_ids[batch], p["fanouts"], rng, n_types,
                                              device, grad=True)
                     target = y_loss_t[torch.from_numpy(batch).to(device)]
-            loss = criterion(pred.float(), target)
+            loss = head.loss(pred, target)
             loss.backward()
             optimiser.step()
         scheduler.step()
         all_pred = predict_all()
-        score = float(np.sqrt(np.mean((all_pred[valid_ids] - y_valid) ** 2)))
-        bar.set_postfix(valid_rmse=f"{score:.5f}")
-        log.debug("gnn epoch %d valid rmse %.5f", epoch + 1, score)
-        if score < best - 1e-6:
-            best, best_state, best_pred, waited = score, copy.deepcopy(net.state_dict()), all_pred, 0
+        score = metric(y_valid, all_pred[valid_ids])
+        bar.set_postfix({f"valid_{metric.name}": f"{score:.5f}"})
+        log.debug("gnn epoch %d valid %s %.5f", epoch + 1, metric.name, score)
+        if metric.loss(score) < best - 1e-6:
+            best, best_state, best_pred, waited = metric.loss(score), copy.deepcopy(net.state_dict()), all_pred, 0
         else:
             waited += 1
             if waited >= p["patience"]:
@@ -386,4 +390,4 @@ def _subgraph_forward(net, sampler: NeighbourSampler, features, seeds: np.ndarra
     x = [numeric[own], message[idx], codes[own], active[idx]]
     edges = [e.to(device) for e in split_edges(torch.from_numpy(local_edges), torch.from_numpy(types), n_types)]
     out = net(*(t.to(device) for t in x), edges, hops=hops)
-    return out if grad else out.float().cpu().numpy()
+    return out if grad else out.detach()

@@ -1,8 +1,9 @@
-"""Ridge regression on the sparse text matrix (TF-IDF): the classic "ridge on text" OOF feature of Avito."""
+"""A linear model on the sparse text matrix (TF-IDF): ridge regression for regression targets (the classic
+"ridge on text" OOF feature of Avito), logistic regression for classification."""
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import LogisticRegression, Ridge
 
 from .base import Level1Model
 from .registry import register
@@ -10,17 +11,31 @@ from .registry import register
 
 @register
 class RidgeModel(Level1Model):
-    """Ridge on the sparse blocks (CSR), no early stopping; the solver's random state is the seed."""
+    """Ridge (regression) or logistic regression (classification, multinomial) on the sparse blocks (CSR)."""
 
     key = "ridge"
-    version = "1"
+    version = "2"
     input_kind = "sparse"
-    default_params = {"alpha": 3.0, "solver": "auto", "max_iter": 1000}
+    default_params = {
+        "alpha": 3.0,  # ridge penalty; logistic regression uses C = 1 / alpha
+        "solver": "auto",  # ridge's solver (logistic regression uses lbfgs)
+        "max_iter": 1000,
+        "class_weight": "",  # classification: "balanced" weighs classes by inverse frequency
+    }
 
     def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
-        model = Ridge(alpha=self.params["alpha"], solver=self.params["solver"], max_iter=self.params["max_iter"],
-                      random_state=self.seed)
+        p = self.params
+        if self.target.is_classification:
+            model = LogisticRegression(C=1.0 / p["alpha"], max_iter=p["max_iter"],
+                                       class_weight=p["class_weight"] or None, random_state=self.seed)
+        else:
+            model = Ridge(alpha=p["alpha"], solver=p["solver"], max_iter=p["max_iter"], random_state=self.seed)
         return model.fit(X_train, y_train)
 
     def predict(self, fitted, X) -> np.ndarray:
-        return fitted.predict(X)
+        if not self.target.is_classification:
+            return fitted.predict(X)
+        # classes absent from the fold's training part get probability 0 (Target.finish floors it)
+        probs = np.zeros((X.shape[0], self.target.n_classes))
+        probs[:, fitted.classes_] = fitted.predict_proba(X)
+        return probs[:, 1:] if self.target.problem == "binary" else probs

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..targets import Target
 from .base import Level1Model
 
 MODELS: dict[str, type[Level1Model]] = {}
@@ -14,11 +15,12 @@ def register(cls: type[Level1Model]) -> type[Level1Model]:
     return cls
 
 
-def make_model(key: str, params: dict | None = None, seed: int = 42) -> Level1Model:
+def make_model(key: str, params: dict | None = None, seed: int = 42, target: Target | None = None) -> Level1Model:
+    """A model of family ``key`` for ``target`` (default: a plain regression target)."""
     _load_all()
     if key not in MODELS:
         raise ConfigError(f"unknown model {key!r}; known: {', '.join(sorted(MODELS))}")
-    return MODELS[key](params, seed)
+    return MODELS[key](params, seed, target)
 
 
 def _load_all() -> None:

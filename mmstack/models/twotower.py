@@ -3,7 +3,7 @@ pair features.
 
 Query tower: the sentence embedding(s) of the query. Image tower: EfficientNet-Lite0 pooled features and the
 log class probabilities. Both map to ``width`` dims; their element-wise product (a learned bilinear match) and the
-pair features' MLP feed a small head with a sigmoid output. Embeddings are looked up by row id from the block's
+pair features' MLP feed a small head (:mod:`mmstack.models.heads`). Embeddings are looked up by row id from the block's
 extras, so the test matrix (every query against every image) is never materialised as raw vectors.
 """
 from __future__ import annotations
@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..targets import Target
 from .base import Level1Model, ModelInput
-from .mlp import TabularScaler
+from .heads import Head
 from .registry import register
+from .tabular_input import TabularScaler
 from .torch_training import fit_with_params, predict_on_device, seed_everything
 
 
@@ -28,26 +30,25 @@ def _tower(n_in: int, hidden: int, width: int, dropout: float) -> nn.Sequential:
 
 class TwoTowerNet(nn.Module):
     def __init__(self, n_numeric: int, query_dim: int, image_dim: int, width: int, hidden: int, dropout: float,
-                 target_mean: float):
+                 head: Head):
         super().__init__()
         self.query = _tower(query_dim, hidden, width, dropout)
         self.image = _tower(image_dim, hidden, width, dropout)
         self.pair = nn.Sequential(nn.Linear(n_numeric, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout))
-        self.head = nn.Sequential(nn.Linear(hidden + width + 1, hidden // 2), nn.ReLU(), nn.Linear(hidden // 2, 1))
-        with torch.no_grad():
-            self.head[-1].bias.fill_(float(np.log(target_mean / (1 - target_mean))))
+        self.head = nn.Sequential(nn.Linear(hidden + width + 1, hidden // 2), nn.ReLU(), head.layer(hidden // 2))
 
     def forward(self, numeric: torch.Tensor, query: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         q, v = self.query(query.float()), self.image(image.float())
         match = q * v
         cosine = nn.functional.cosine_similarity(q, v, dim=1).unsqueeze(1)
-        return torch.sigmoid(self.head(torch.cat([self.pair(numeric), match, cosine], dim=1))).squeeze(1)
+        return self.head(torch.cat([self.pair(numeric), match, cosine], dim=1))
 
 
 @register
 class TwoTowerModel(Level1Model):
     key = "twotower"
-    version = "1"
+    version = "2"
+    row_tables = ("_tables",)
     default_params = {
         "width": 64,
         "hidden": 128,
@@ -57,12 +58,13 @@ class TwoTowerModel(Level1Model):
         "lr": 2e-3,
         "weight_decay": 1e-3,
         "patience": 5,
-        "loss": "mse",  # or "bce" on the 0..1 target
+        "loss": "mse",  # regression: or "bce" on a 0..1 target; classification uses cross-entropy
+        "class_weight": "",  # classification: "balanced" weighs classes by inverse frequency
         "num_threads": 1,
     }
 
-    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42):
-        super().__init__(params, seed)
+    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42, target: Target | None = None):
+        super().__init__(params, seed, target)
         self._tables: dict[str, torch.Tensor] | None = None
 
     def bind(self, inputs: ModelInput) -> None:
@@ -88,13 +90,14 @@ class TwoTowerModel(Level1Model):
     def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
         p = self.params
         scaler = TabularScaler.fit(X_train, [])
+        head = Head(self.target, y_train, p["loss"], p["class_weight"])
         seed_everything(self.seed)
         net = TwoTowerNet(len(scaler.numeric), self._tables["query"].shape[1], self._tables["image"].shape[1],
-                          p["width"], p["hidden"], p["dropout"], float(np.clip(np.mean(y_train), 0.01, 0.99)))
-        net = fit_with_params(net, p, self.seed, self._tensors(scaler, X_train), y_train,
+                          p["width"], p["hidden"], p["dropout"], head)
+        net = fit_with_params(net, head, self.target.metric, p, self.seed, self._tensors(scaler, X_train), y_train,
                               self._tensors(scaler, X_valid), y_valid, desc="twotower")
-        return scaler, net
+        return scaler, head, net
 
     def predict(self, fitted, X) -> np.ndarray:
-        scaler, net = fitted
-        return predict_on_device(net, self._tensors(scaler, X), self.params["num_threads"], 2048)
+        scaler, head, net = fitted
+        return predict_on_device(net, head, self._tensors(scaler, X), self.params["num_threads"], 2048)

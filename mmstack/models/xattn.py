@@ -4,7 +4,7 @@ Per listing: word tokens (``text_tokens``: trainable embeddings + position + tit
 patch tokens (``image_tokens``: LayerNorm + linear + position). Text tokens attend to the image patches and the
 patches to the text (``nn.MultiheadAttention``, each with a residual and LayerNorm); each side is mean-pooled over
 its valid tokens. The two pooled vectors join the tabular part (standardised numbers + categorical embeddings, as in
-:mod:`mmstack.models.mlp`) in a small head with a sigmoid output.
+:mod:`mmstack.models.mlp`) in a small head whose output follows the target (:mod:`mmstack.models.heads`).
 
 Missing modalities are masked, never zero-filled: padded words and the patches of a listing without an image are
 left out of the attention keys (``key_padding_mask``) and of the pooling. Every key set has one learned *null*
@@ -25,9 +25,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..targets import Target
 from .base import Level1Model, ModelInput
-from .mlp import TabularScaler
+from .heads import Head
 from .registry import register
+from .tabular_input import CategoryEmbeddings, TabularScaler
 from .torch_training import fit_with_params, predict_on_device, seed_everything
 
 
@@ -43,14 +45,14 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor, missing: torch.Tensor) -> 
 
 
 class CrossAttentionNet(nn.Module):
-    """Text <-> image cross-attention with masked pooling, fused with a tabular MLP; outputs in (0, 1)."""
+    """Text <-> image cross-attention with masked pooling, fused with a tabular MLP; returns the head's logits."""
 
     def __init__(self, n_numeric: int, cardinality: list[int], vocab_size: int, text_len: int, n_patches: int,
-                 token_dim: int, width: int = 32, heads: int = 2, hidden: int = 128, dropout: float = 0.2,
-                 target_mean: float = 0.5):
+                 token_dim: int, head: Head, width: int = 32, heads: int = 2, hidden: int = 128,
+                 dropout: float = 0.2):
         super().__init__()
-        self.embeddings = nn.ModuleList(nn.Embedding(card, min(16, (card + 1) // 2 + 1)) for card in cardinality)
-        tab_in = n_numeric + sum(e.embedding_dim for e in self.embeddings)
+        self.inputs = CategoryEmbeddings(cardinality)
+        tab_in = n_numeric + self.inputs.width
         self.tabular = nn.Sequential(nn.Linear(tab_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                                      nn.Dropout(dropout))
         self.word = nn.Embedding(vocab_size, width, padding_idx=0)
@@ -68,16 +70,14 @@ class CrossAttentionNet(nn.Module):
         self.missing_text = nn.Parameter(torch.zeros(width))
         self.missing_image = nn.Parameter(torch.zeros(width))
         self.head = nn.Sequential(nn.Linear(hidden + 2 * width, hidden // 2), nn.ReLU(), nn.Dropout(dropout),
-                                  nn.Linear(hidden // 2, 1))
-        with torch.no_grad():  # start at the mean target, as the MLP does
-            self.head[-1].bias.fill_(float(np.log(target_mean / (1 - target_mean))))
+                                  head.layer(hidden // 2))
+        with torch.no_grad():
             nn.init.normal_(self.word.weight, std=0.1)
             self.word.weight[0].zero_()
 
     def forward(self, numeric: torch.Tensor, codes: torch.Tensor, text_ids: torch.Tensor, text_mask: torch.Tensor,
                 image_tokens: torch.Tensor, image_present: torch.Tensor) -> torch.Tensor:
-        parts = [numeric] + [emb(codes[:, j]) for j, emb in enumerate(self.embeddings)]
-        tab = self.tabular(torch.cat(parts, dim=1))
+        tab = self.tabular(self.inputs(numeric, codes))
         batch = len(numeric)
         # only as many word positions as the longest text in the batch: padding beyond it is masked anyway
         used = int(text_mask.any(dim=0).nonzero().max()) + 1 if bool(text_mask.any()) else 1
@@ -99,7 +99,7 @@ class CrossAttentionNet(nn.Module):
         image_out = self.image_norm(image + attended)
         pooled = [masked_mean(text_out, text_valid, self.missing_text),
                   masked_mean(image_out, image_valid, self.missing_image)]
-        return torch.sigmoid(self.head(torch.cat([tab, *pooled], dim=1))).squeeze(1)
+        return self.head(torch.cat([tab, *pooled], dim=1))
 
 
 @register
@@ -107,7 +107,8 @@ class CrossAttentionModel(Level1Model):
     """``xattn``: the cross-attention fusion net on ``text_tokens`` + ``image_tokens`` + the dense blocks."""
 
     key = "xattn"
-    version = "1"
+    version = "2"
+    row_tables = ("_tokens",)
     default_params = {
         "hidden": 128,  # tabular width; the head has hidden // 2 units
         "width": 32,  # token width of both modalities and of the attention
@@ -118,14 +119,15 @@ class CrossAttentionModel(Level1Model):
         "lr": 1e-3,
         "weight_decay": 0.05,  # AdamW's decoupled decay: the net overfits 8k rows within a few epochs
         "patience": 3,
-        "loss": "mse",  # or "bce" on the 0..1 target
+        "loss": "mse",  # regression: or "bce" on a 0..1 target; classification uses cross-entropy
+        "class_weight": "",  # classification: "balanced" weighs classes by inverse frequency
         # CPU threads while fitting (restored after). One: on 2 shared cores two threads ran up to 50x slower
         # whenever the other core was busy, and one is barely slower on an idle machine for a net this small
         "num_threads": 1,
     }
 
-    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42):
-        super().__init__(params, seed)
+    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42, target: Target | None = None):
+        super().__init__(params, seed, target)
         if self.params["width"] % self.params["heads"]:
             raise ConfigError("models.xattn: width must be a multiple of heads")
         self._tokens: dict[str, torch.Tensor] | None = None
@@ -161,16 +163,16 @@ class CrossAttentionModel(Level1Model):
     def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
         p = self.params
         scaler = TabularScaler.fit(X_train, categorical)
+        head = Head(self.target, y_train, p["loss"], p["class_weight"])
         seed_everything(self.seed)  # before the weights are initialised
         net = CrossAttentionNet(len(scaler.numeric), scaler.cardinality, self._vocab,
                                 self._tokens["ids"].shape[1], self._tokens["tokens"].shape[1],
-                                self._tokens["tokens"].shape[2], width=p["width"], heads=p["heads"],
-                                hidden=p["hidden"], dropout=p["dropout"],
-                                target_mean=float(np.clip(np.mean(y_train), 0.01, 0.99)))
-        net = fit_with_params(net, p, self.seed, self._tensors(scaler, X_train), y_train,
+                                self._tokens["tokens"].shape[2], head, width=p["width"], heads=p["heads"],
+                                hidden=p["hidden"], dropout=p["dropout"])
+        net = fit_with_params(net, head, self.target.metric, p, self.seed, self._tensors(scaler, X_train), y_train,
                               self._tensors(scaler, X_valid), y_valid, desc="xattn")
-        return scaler, net
+        return scaler, head, net
 
     def predict(self, fitted, X) -> np.ndarray:
-        scaler, net = fitted
-        return predict_on_device(net, self._tensors(scaler, X), self.params["num_threads"], 1024)
+        scaler, head, net = fitted
+        return predict_on_device(net, head, self._tensors(scaler, X), self.params["num_threads"], 1024)

@@ -1,4 +1,4 @@
-"""Task wiring: which loader, generator, metric, target range and submission format a task uses."""
+"""Task wiring: which loader and generator a task uses, its targets, and how its submission is written."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,19 +8,26 @@ from typing import Callable
 from ..data.dataset import Dataset
 from ..errors import ConfigError
 from ..store import Store
+from ..targets import TargetSpec
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What makes a task: how to load and make its data, how to score and how to write a submission."""
+    """What makes a task: how to load and make its data, what it predicts, how to write a submission.
+
+    ``targets``: the targets the task declares (their labels come from the loader; a target without any label in
+    the data is left out). ``key_columns``: columns of the predicted rows that identify them in the submission;
+    each target then gets a column named after it (the value or the class) and, with ``probabilities``, one column
+    per class probability.
+    """
 
     name: str
     load: Callable[[Path, Store | None, dict], Dataset]  # (input folder, store, the config's [data])
     make_data: Callable[..., dict[str, int]]
-    metric: str
-    target_range: tuple[float, float]
-    submission_columns: tuple[str, ...]  # key column(s) of the test rows, then the prediction column
+    targets: tuple[TargetSpec, ...]
+    key_columns: tuple[str, ...]
     group_column: str | None
+    probabilities: bool = False
 
 
 def get_task(name: str) -> TaskSpec:

@@ -7,8 +7,7 @@ SPEC = TaskSpec(
     name="avito",
     load=avito.load,
     make_data=write_avito,
-    metric="rmse",
-    target_range=(0.0, 1.0),
-    submission_columns=(avito.ID, avito.TARGET),
+    targets=avito.TARGETS,
+    key_columns=(avito.ID,),
     group_column="user_id",
 )

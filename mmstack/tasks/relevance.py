@@ -14,8 +14,7 @@ SPEC = TaskSpec(
     name="relevance",
     load=relevance.load,
     make_data=_no_generator,
-    metric="mse",
-    target_range=(0.0, 1.0),
-    submission_columns=("image", "query_id", relevance.TARGET),
+    targets=relevance.TARGETS,
+    key_columns=("image", "query_id"),
     group_column="image",
 )

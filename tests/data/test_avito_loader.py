@@ -28,7 +28,10 @@ def test_loads_generated_data_with_multiline_descriptions(tiny_avito_dir):
     assert data.train["price"].dtype == float and data.train["activation_date"].dtype.kind == "M"
     assert set(data.extras) == {"train_active", "periods_train"}
     assert len(data.images["train"]) > 0.85 * data.n_train
-    assert data.y.min() >= 0 and data.y.max() <= 1
+    y = data.labelled(data.target())[1]
+    assert len(y) == data.n_train and y.min() >= 0 and y.max() <= 1
+    assert "deal_probability" not in data.train.columns, "labels live apart from the feature tables"
+    assert data.target().name == "deal_probability" and data.target().metric.name == "rmse"
     assert (data.test["activation_date"].min() > data.train["activation_date"].max())
 
 

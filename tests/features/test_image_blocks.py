@@ -14,7 +14,6 @@ from mmstack.features.base import BlockCache, BlockContext, BlockOutput
 from mmstack.features.image_embed import EMBED_DIM, N_CLASSES, EfficientNetLite0Encoder, ImageEmbedBlock
 from mmstack.features.image_stats import (NON_FEATURE_COLUMNS, STAT_COLUMNS, ImageStatsBlock, hamming, measure,
                                           phash, stats_of)
-from mmstack.folds import load_or_make_folds
 from mmstack.store import Store
 
 # small and fast: 64 px inputs, few images
@@ -164,9 +163,8 @@ def _fresh(data):
 
 
 def _ctx(data) -> BlockContext:
-    from mmstack.folds import Folds
 
-    return BlockContext(data=data, folds=Folds(np.zeros(data.n_train, np.int8), 1, "x"), store=None, seed=0)
+    return BlockContext(data=data, store=None, seed=0)
 
 
 def test_image_stats_block_rows_order_and_problems(damaged, tmp_path):
@@ -218,9 +216,7 @@ def test_image_stats_backends_agree(damaged):
 
 def test_image_keys_follow_the_pixels(avito_copy):
     from mmstack.data import avito
-    from mmstack.folds import Folds
-
-    folds = Folds(np.zeros(1, np.int8), 1, "x")
+    folds = None
     before = avito.load(avito_copy)
     keys = [ImageStatsBlock().key(before, folds, {}), ImageEmbedBlock().key(before, folds, {})]
     victim = next((avito_copy / "test_jpg").glob("*.jpg"))
@@ -305,8 +301,7 @@ def test_image_embed_block_via_cache(damaged, tmp_path, caplog):
     data, deleted, corrupt = damaged
     data = _fresh(data)
     store = Store(tmp_path)
-    folds = load_or_make_folds(store, "avito", data.fingerprint, data.n_train, n_folds=3, seed=0)
-    cache = BlockCache(data, folds, store, seed=0)
+    cache = BlockCache(data, store, seed=0)
     block = ImageEmbedBlock(EMBED_PARAMS)
     out = cache.get(block, lambda name: None)
     dense, rows = out.dense, data.all_rows()
@@ -339,7 +334,7 @@ def test_image_embed_block_via_cache(damaged, tmp_path, caplog):
     again = ImageEmbedBlock(EMBED_PARAMS).build(_ctx(_fresh(data)))
     pd.testing.assert_frame_equal(dense, again.dense)
     with caplog.at_level(logging.INFO):
-        BlockCache(data, folds, store, seed=0).get(ImageEmbedBlock(EMBED_PARAMS), lambda name: None)
+        BlockCache(data, store, seed=0).get(ImageEmbedBlock(EMBED_PARAMS), lambda name: None)
     assert "features: image_embed reused" in caplog.text
 
 

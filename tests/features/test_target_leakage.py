@@ -1,8 +1,6 @@
 """Target-reading blocks are out of fold: own target never used; on a noise target they carry no signal."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,11 +10,11 @@ from mmstack.errors import ConfigError
 from mmstack.features.base import BlockContext, BlockOutput
 from mmstack.features.graph import GraphBlock, group_edges, hash_pairs, knn_pairs
 from mmstack.features.target_encoding import TargetEncodingBlock, m_estimate
-from mmstack.folds import Folds, make_fold_ids
-from mmstack.metrics import rmse
+from mmstack.folds import Folds
 from mmstack.models.base import ModelInput, train_model
 from mmstack.models.registry import make_model
 from mmstack.store import Store
+from tests.conftest import relabel, target_data_for
 
 
 @pytest.fixture(scope="module")
@@ -24,29 +22,39 @@ def noise_data(tiny_avito_dir):
     """The tiny dataset with its target replaced by noise, keeping the zero-inflated shape."""
     data = avito.load(tiny_avito_dir)
     rng = np.random.default_rng(0)
-    y = np.where(rng.random(data.n_train) < 0.6, 0.0, rng.random(data.n_train))
-    train = data.train.assign(deal_probability=y)
-    return dataclasses.replace(data, train=train, fingerprint="noise")
+    return relabel(data, np.where(rng.random(data.n_train) < 0.6, 0.0, rng.random(data.n_train)),
+                   fingerprint="noise")
+
+
+@pytest.fixture(scope="module")
+def binary_noise(tiny_avito_dir):
+    """The tiny dataset with a random binary label (30% positives) as its target."""
+    data = avito.load(tiny_avito_dir)
+    rng = np.random.default_rng(1)
+    return relabel(data, (rng.random(data.n_train) < 0.3).astype(int), problem="binary", fingerprint="binary-noise")
 
 
 def _ctx(data, seed=1, n_folds=5):
-    folds = Folds(make_fold_ids(data.n_train, n_folds, "kfold", seed), n_folds, f"f{seed}")
-    return BlockContext(data=data, folds=folds, store=None, seed=seed)
+    return BlockContext(data=data, store=None, seed=seed, target=target_data_for(data, n_folds=n_folds, seed=seed))
 
 
-def _cv_on(out: BlockOutput, data, folds, tmp_path, nested: bool = True, columns=None) -> float:
+def _cv_on(out: BlockOutput, ctx, tmp_path, nested: bool = True, columns=None) -> float:
     columns = list(out.dense.columns) if columns is None else columns
     views = {k: v[columns] for k, v in out.train_views.items()} if nested else {}
-    inputs = ModelInput(X=out.dense[columns], categorical=[], block_keys={"x": str(tmp_path)}, n_train=data.n_train,
+    target = ctx.target
+    inputs = ModelInput(X=out.dense[columns], categorical=[], block_keys={"x": str(tmp_path)}, n_train=target.n_train,
                         train_views=views)
     model = make_model("lgb", {"max_rounds": 300, "early_stopping": 30, "num_leaves": 15, "min_data_in_leaf": 10,
-                               "learning_rate": 0.05})
-    return train_model(model, inputs, data.y, folds, Store(tmp_path), "noise", clip=(0, 1)).cv
+                               "learning_rate": 0.05}, target=target.target)
+    return train_model(model, inputs, target, Store(tmp_path), "noise").cv
 
 
-def _mean_predictor_cv(data, folds) -> float:
-    pred, _ = folds.out_of_fold(lambda tr: data.y[tr].mean(), lambda m, ids: np.full(len(ids), m), 0)
-    return rmse(data.y, pred)
+def _prior_cv(ctx) -> float:
+    """CV of predicting each fold with the other folds' prior (mean value or class shares)."""
+    t = ctx.target
+    pred, _ = t.folds.out_of_fold(lambda tr: t.target.prior(t.y[tr]),
+                                  lambda m, ids: np.tile(m, (len(ids), 1)), t.n_train)
+    return t.target.metric(t.y, pred)
 
 
 def test_m_estimate_values():
@@ -65,9 +73,9 @@ def test_user_id_encoding_is_refused():
 def test_target_encoding_never_uses_own_target(noise_data):
     ctx = _ctx(noise_data)
     before = TargetEncodingBlock().build(ctx).dense
-    y = noise_data.y.copy()
+    y = ctx.target.y.copy()
     y[17] = 1.0 - y[17]
-    changed = dataclasses.replace(noise_data, train=noise_data.train.assign(deal_probability=y))
+    changed = relabel(noise_data, y)
     after = TargetEncodingBlock().build(_ctx(changed)).dense
     assert before.iloc[17].equals(after.iloc[17]), "row 17's encoding does not move with its own target"
     others_in_fold = np.flatnonzero(ctx.folds.fold == ctx.folds.fold[17])
@@ -79,17 +87,41 @@ def test_target_encoding_never_uses_own_target(noise_data):
 def test_noise_target_encodings_carry_no_signal(noise_data, tmp_path):
     ctx = _ctx(noise_data)
     out = TargetEncodingBlock().build(ctx)
-    baseline = _mean_predictor_cv(noise_data, ctx.folds)
-    assert _cv_on(out, noise_data, ctx.folds, tmp_path / "nested") >= baseline * 0.995
+    baseline = _prior_cv(ctx)
+    assert _cv_on(out, ctx, tmp_path / "nested") >= baseline * 0.995
     # Plain out-of-fold encodings in training (no nested views) look better than the mean predictor on noise:
     # the leak the nested views close, and proof that this test can fail.
-    assert _cv_on(out, noise_data, ctx.folds, tmp_path / "plain", nested=False) < baseline * 0.99
+    assert _cv_on(out, ctx, tmp_path / "plain", nested=False) < baseline * 0.99
+
+
+def test_noise_binary_label_encodings_and_graph_means_carry_no_signal(binary_noise, tmp_path):
+    """Classification: on a random binary label, the target encodings and the graph's neighbour label means give
+    a CV logloss no better than the class prior's."""
+    ctx = _ctx(binary_noise)
+    assert ctx.target.target.problem == "binary" and ctx.target.target.metric.name == "logloss"
+    baseline = _prior_cv(ctx)
+    te = TargetEncodingBlock().build(ctx)
+    assert _cv_on(te, ctx, tmp_path / "te") >= baseline * 0.995
+    assert _cv_on(te, ctx, tmp_path / "te-plain", nested=False) < baseline * 0.99, "the leak this test guards"
+    graph = GraphBlock({"edges": ["user", "title"]}).build(ctx)
+    columns = [c for c in graph.dense.columns if "nb_target" in c]
+    assert _cv_on(graph, ctx, tmp_path / "graph", columns=columns) >= baseline * 0.995
+
+
+def test_multiclass_encodings_are_class_shares(tiny_avito_dir):
+    data = avito.load(tiny_avito_dir)
+    rng = np.random.default_rng(2)
+    ctx = _ctx(relabel(data, rng.choice(["a", "b", "c"], data.n_train, p=[0.6, 0.3, 0.1]), problem="multiclass",
+                       fingerprint="three"), n_folds=3)
+    out = TargetEncodingBlock({"groups": [["region"]], "max_classes": 2}).build(ctx)
+    assert list(out.dense.columns) == ["te_p_a_region", "te_p_b_region"], "the two most frequent classes"
+    assert ((out.dense >= 0) & (out.dense <= 1)).all().all() and set(out.train_views) == {0, 1, 2}
 
 
 def test_nested_views_exclude_both_folds():
     folds = Folds(np.array([0, 0, 1, 1, 2, 2], dtype=np.int8), 3, "t")
     y = np.array([1.0, 2.0, 10.0, 20.0, 100.0, 200.0])
-    values, views = folds.out_of_fold(lambda tr: y[tr].sum(), lambda s, ids: np.full(len(ids), s), n_test=1)
+    values, views = folds.out_of_fold(lambda tr: y[tr].sum(), lambda s, ids: np.full(len(ids), s), n_rows=7)
     assert values.tolist() == [330, 330, 303, 303, 33, 33, 333]
     # model of fold 0 trains on rows of folds 1 and 2, each seeing only the fold that is neither its own nor 0
     assert views[0].tolist() == [330, 330, 300, 300, 30, 30]
@@ -99,7 +131,7 @@ def test_nested_views_exclude_both_folds():
 def test_nested_values_need_three_folds():
     folds = Folds(np.array([0, 1, 0, 1], dtype=np.int8), 2, "t")
     with pytest.raises(ConfigError, match="n_folds >= 3"):
-        folds.out_of_fold(lambda tr: tr.size, lambda s, ids: np.full(len(ids), s), n_test=0)
+        folds.out_of_fold(lambda tr: tr.size, lambda s, ids: np.full(len(ids), s), n_rows=4)
 
 
 def test_graph_target_means_are_out_of_fold(noise_data, tmp_path):
@@ -107,15 +139,15 @@ def test_graph_target_means_are_out_of_fold(noise_data, tmp_path):
     out = GraphBlock({"edges": ["user", "title"]}).build(ctx)
     dense = out.dense
     # own target never used: flip row 5's target and its own neighbour means stay put
-    y = noise_data.y.copy()
+    y = ctx.target.y.copy()
     y[5] = 1.0 - y[5]
-    changed = dataclasses.replace(noise_data, train=noise_data.train.assign(deal_probability=y))
+    changed = relabel(noise_data, y)
     again = GraphBlock({"edges": ["user", "title"]}).build(_ctx(changed)).dense
     target_cols = [c for c in dense.columns if c.endswith("nb_target_mean")]
     assert dense.loc[5, target_cols].equals(again.loc[5, target_cols])
     assert set(out.train_views[0].columns) >= set(target_cols)
-    baseline = _mean_predictor_cv(noise_data, ctx.folds)
-    assert _cv_on(out, noise_data, ctx.folds, tmp_path / "graph", columns=target_cols) >= baseline * 0.995
+    baseline = _prior_cv(ctx)
+    assert _cv_on(out, ctx, tmp_path / "graph", columns=target_cols) >= baseline * 0.995
     graph = out.extras["graph"]
     assert graph.num_nodes >= noise_data.n_train + noise_data.n_test and graph.edge_index.shape[0] == 2
 
@@ -149,4 +181,4 @@ def test_early_stopping_on_the_validation_fold_is_only_slightly_optimistic(noise
     rng = np.random.default_rng(3)
     n = noise_data.n_train + noise_data.n_test
     noise = BlockOutput(dense=pd.DataFrame(rng.normal(size=(n, 30)), columns=[f"r{i}" for i in range(30)]))
-    assert _cv_on(noise, noise_data, ctx.folds, tmp_path) >= _mean_predictor_cv(noise_data, ctx.folds) * 0.985
+    assert _cv_on(noise, ctx, tmp_path) >= _prior_cv(ctx) * 0.985

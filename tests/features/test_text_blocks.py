@@ -33,10 +33,9 @@ def test_prepare_texts_masks_and_lemmatises():
 def test_tfidf_block_sparse_and_svd(tiny_avito_dir):
     from mmstack.data import avito
     from mmstack.features.base import BlockContext
-    from mmstack.folds import Folds
 
     data = avito.load(tiny_avito_dir)
-    ctx = BlockContext(data=data, folds=Folds(np.zeros(data.n_train, np.int8), 1, "x"), store=None, seed=0)
+    ctx = BlockContext(data=data, store=None, seed=0)
     out = TextTfidfBlock({"svd_components": 5}).build(ctx)
     n = data.n_train + data.n_test
     assert out.sparse.shape == (n, len(out.sparse_names)) and out.sparse.nnz > 0

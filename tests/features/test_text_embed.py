@@ -11,7 +11,6 @@ import pytest
 from mmstack.errors import ConfigError
 from mmstack.features import text_embed as te
 from mmstack.features.base import BlockCache, BlockOutput
-from mmstack.folds import load_or_make_folds
 from mmstack.store import Store
 
 PARAPHRASE_A = "Продаю детскую коляску, почти новая"
@@ -52,8 +51,7 @@ def tiny_data(tiny_avito_dir):
 
 def _cache(data, workdir: Path) -> BlockCache:
     store = Store(workdir)
-    folds = load_or_make_folds(store, "avito", data.fingerprint, data.n_train, n_folds=3, seed=0)
-    return BlockCache(data, folds, store, seed=0)
+    return BlockCache(data, store, seed=0)
 
 
 def _build(block, data, workdir: Path) -> tuple[BlockOutput, BlockCache]:
@@ -200,12 +198,12 @@ def test_local_block_dims_determinism_and_key(tiny_models, tiny_data, tmp_path, 
 
     # the key follows the model folder's files: a changed weight file means new vectors
     block = te.TextEmbedBlock(params)
-    key = block.key(tiny_data, cache.ctx.folds, {})
+    key = block.key(tiny_data, None, {})
     assert key == cache.keys["text_embed"]
     weights = tiny_models["transformers"] / "config.json"
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert block.key(tiny_data, cache.ctx.folds, {}) != key
+    assert block.key(tiny_data, None, {}) != key
 
 
 def test_local_errors_are_config_errors(tmp_path, tiny_models):
@@ -289,7 +287,7 @@ def test_block_with_use_via_cache(tiny_data, tmp_path, monkeypatch):
 
     # any param change gives a new key
     key = cache.keys["text_embed"]
-    folds = cache.ctx.folds
+    folds = None
     for change in ({"pca_components": 16}, {"max_chars": 100}, {"fields": ["title"]}, {"encoders": ["e5"]}):
         assert te.TextEmbedBlock({**params, **change}).key(tiny_data, folds, {}) != key, change
 

@@ -12,10 +12,9 @@ from mmstack.features.text_tokens import PAD, SEP, UNK, TextTokensBlock, build_v
 def _ctx(tiny_avito_dir):
     from mmstack.data import avito
     from mmstack.features.base import BlockContext
-    from mmstack.folds import Folds
 
     data = avito.load(tiny_avito_dir)
-    return BlockContext(data=data, folds=Folds(np.zeros(data.n_train, np.int8), 1, "x"), store=None, seed=0)
+    return BlockContext(data=data, store=None, seed=0)
 
 
 def test_words_mask_numbers_and_lower_case():
@@ -69,5 +68,5 @@ def test_image_tokens_block(tiny_avito_dir):
     again = block.build(ctx)
     assert np.array_equal(again.extras["tokens"], tokens)
     # the image set and the params are in the key
-    key = block.key(ctx.data, ctx.folds, {})
-    assert key != ImageTokensBlock({"image_size": 64, "components": 9, "pca_images": 100}).key(ctx.data, ctx.folds, {})
+    key = block.key(ctx.data, None, {})
+    assert key != ImageTokensBlock({"image_size": 64, "components": 9, "pca_images": 100}).key(ctx.data, None, {})

@@ -4,14 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import shutil
+
+import pandas as pd
+
 from mmstack.data import avito
 from mmstack.features.base import BlockCache
 from mmstack.features.registry import make_block
-from mmstack.folds import load_or_make_folds
 from mmstack.models.registry import MODELS, _load_all, make_model
 from mmstack.models.base import train_model
 from mmstack.pipeline import assemble
 from mmstack.store import Store
+from tests.conftest import relabel, target_data_for
 
 import mmstack.features.image_tokens  # noqa: E402,F401  (register the token blocks)
 import mmstack.features.text_tokens  # noqa: E402,F401
@@ -31,12 +35,37 @@ BLOCK_PARAMS = {"text_tfidf": {"svd_components": 5}, "graph": {"edges": ["user",
 def blocks(tiny_avito_dir, tmp_path_factory):
     data = avito.load(tiny_avito_dir)
     store = Store(tmp_path_factory.mktemp("contract"))
-    folds = load_or_make_folds(store, "avito", data.fingerprint, data.n_train, n_folds=3)
-    cache = BlockCache(data, folds, store, seed=0)
+    target = target_data_for(data, n_folds=3, store=store)
+    cache = BlockCache(data, store, seed=0, target=target)
     made = {}
     for name in BLOCKS + sorted({b for extra in MODEL_BLOCKS.values() for b in extra}):
         cache.get(made.setdefault(name, make_block(name, BLOCK_PARAMS.get(name))), lambda n: made[n])
-    return data, folds, cache
+    return target, cache, made
+
+
+def classification_labels(y: np.ndarray, problem: str) -> np.ndarray:
+    """Labels with real signal, derived from the tiny data's deal probability: binary "sold at all";
+    5 classes by value, imbalanced, with one class of only 3 rows."""
+    if problem == "binary":
+        return (y > 0).astype(int)
+    labels = np.select([y == 0, y < 0.2, y < 0.5, y < 0.9], ["none", "low", "mid", "high"], "top").astype(object)
+    labels[labels == "top"] = "high"
+    labels[np.flatnonzero(y > 0.5)[:3]] = "rare"
+    return labels
+
+
+@pytest.fixture(scope="module", params=["binary", "multiclass"])
+def classification(request, blocks, tiny_avito_dir, tmp_path_factory):
+    """The contract's data with a classification target: the target-reading blocks rebuilt for it."""
+    regression, shared, made = blocks
+    data = relabel(shared.data, classification_labels(regression.y, request.param), problem=request.param,
+                   fingerprint=f"contract-{request.param}")
+    store = Store(tmp_path_factory.mktemp(f"contract-{request.param}"))
+    target = target_data_for(data, n_folds=3, store=store)
+    cache = BlockCache(data, store, seed=0, target=target)
+    for name in made:
+        cache.get(made[name], lambda n: made[n])
+    return target, cache
 
 
 def _params(key: str, **extra) -> dict:
@@ -59,40 +88,64 @@ PAIR_MODELS = {"twotower"}
 
 @pytest.mark.parametrize("key", sorted(set(MODELS) - PAIR_MODELS))
 def test_model_contract(key, blocks, tmp_path):
-    data, folds, cache = blocks
-    assert_contract(key, data, folds, cache, BLOCKS + MODEL_BLOCKS.get(key, []), "avito", tmp_path)
+    target, cache, _ = blocks
+    assert_contract(key, target, cache, BLOCKS + MODEL_BLOCKS.get(key, []), "avito", tmp_path)
 
 
-def assert_contract(key, data, folds, cache, block_names, task, tmp_path):
-    """OOF coverage, shapes, finite values in range, no worse than a constant, stored OOF, reuse, determinism,
-    and a key that changes with a param and with the seed."""
-    model = make_model(key, _params(key), seed=3)
-    inputs = assemble(cache, block_names, model.input_kind, data.n_train)
+@pytest.mark.parametrize("key", sorted(set(MODELS) - PAIR_MODELS))
+def test_model_contract_classification(key, classification, tmp_path):
+    target, cache = classification
+    assert_contract(key, target, cache, BLOCKS + MODEL_BLOCKS.get(key, []), "avito", tmp_path)
+
+
+def _fit(key, params, target, inputs, store, task):
+    return train_model(make_model(key, params, seed=3, target=target.target), inputs, target, store, task)
+
+
+def assert_contract(key, target, cache, block_names, task, tmp_path, **overrides):
+    """OOF coverage, shapes, valid values (in range; probabilities summing to 1), better than the prior, stored
+    OOF, reuse, resume of a killed fold, determinism, and a key that changes with a param and with the seed."""
+    t = target.target
+    inputs = assemble(cache, block_names, make_model(key, target=t).input_kind, target)
     store = Store(tmp_path / "a")
-    result = train_model(model, inputs, data.y, folds, store, task, clip=(0.0, 1.0))
-    assert result.oof.shape == (data.n_train,) and result.test.shape == (data.n_test,)
+    result = _fit(key, _params(key, **overrides), target, inputs, store, task)
+    n_out = t.n_outputs
+    assert result.oof.shape == (target.n_train, n_out) and result.test.shape == (len(target.predict_rows), n_out)
     assert np.isfinite(result.oof).all() and np.isfinite(result.test).all()
-    assert (result.oof >= 0).all() and (result.oof <= 1).all() and (result.test >= 0).all() and (result.test <= 1).all()
-    assert len(result.fold_scores) == folds.n_folds and not result.reused
-    assert result.cv < 1.05 * np.std(data.y), "no worse than a constant, give or take noise on 600 rows"
+    both = np.vstack([result.oof, result.test])
+    if t.is_classification or t.value_range == (0.0, 1.0):
+        assert (both >= 0).all() and (both <= 1).all()
+    if t.problem == "multiclass":
+        np.testing.assert_allclose(both.sum(axis=1), 1.0, atol=1e-6)
+    assert len(result.fold_scores) == target.folds.n_folds and not result.reused
+    prior, _ = target.folds.out_of_fold(lambda tr: t.prior(target.y[np.searchsorted(target.rows, tr)]),
+                                        lambda m, ids: np.tile(m, (len(ids), 1)), cache.data.n_rows)
+    prior_cv = t.metric(target.y, prior[target.rows])
+    margin = 1.05 if t.problem == "regression" else 1.0  # regression: no worse than a constant, give or take noise
+    assert t.metric.loss(result.cv) < t.metric.loss(prior_cv) * margin, (result.cv, prior_cv)
     oof_file = store.path("oof", task, result.name, ".parquet")
-    import pandas as pd
-
     stored = pd.read_parquet(oof_file)
-    assert stored["row_id"].tolist() == list(range(data.n_train)) and (stored["fold"].to_numpy() == folds.fold).all()
+    assert stored["row_id"].tolist() == target.rows.tolist() and (stored["fold"].to_numpy() == target.folds.fold).all()
     # second call: reused, same predictions
-    again = train_model(make_model(key, _params(key), seed=3), inputs, data.y, folds, store, task, clip=(0.0, 1.0))
+    again = _fit(key, _params(key, **overrides), target, inputs, store, task)
     assert again.reused and np.array_equal(again.oof, result.oof)
+    # killed after fold 1: only fold 1's model is on disk; the rerun fits folds 2.. and matches the full run
+    killed = Store(tmp_path / "killed")
+    first_fold = store.path("models", task, result.name) / "fold0.joblib"
+    (killed.path("models", task, result.name)).mkdir(parents=True)
+    shutil.copy(first_fold, killed.path("models", task, result.name) / "fold0.joblib")
+    resumed = _fit(key, _params(key, **overrides), target, inputs, killed, task)
+    assert not resumed.reused and np.array_equal(resumed.oof, result.oof) and np.array_equal(resumed.test, result.test)
     # determinism: a fresh store, same seed, identical OOF
-    fresh = train_model(make_model(key, _params(key), seed=3), inputs, data.y, folds, Store(tmp_path / "b"), task,
-                        clip=(0.0, 1.0))
+    fresh = _fit(key, _params(key, **overrides), target, inputs, Store(tmp_path / "b"), task)
     assert not fresh.reused and np.array_equal(fresh.oof, result.oof) and np.array_equal(fresh.test, result.test)
     # a changed param changes the key
-    changed = make_model(key, _changed(key), seed=3)
+    changed = make_model(key, _changed(key), seed=3, target=t)
     from mmstack.models.base import run_key
 
-    assert run_key(changed, inputs, folds) != result.run_key
-    assert run_key(make_model(key, _params(key), seed=4), inputs, folds) != result.run_key, "the seed is in the key"
+    assert run_key(changed, inputs, target.folds) != result.run_key
+    assert run_key(make_model(key, _params(key, **overrides), seed=4, target=t), inputs, target.folds) != result.run_key, \
+        "the seed is in the key"
 
 
 def test_registry_has_the_zoo():

@@ -6,9 +6,17 @@ import pandas as pd
 import pytest
 
 from mmstack.folds import Folds, make_fold_ids
-from mmstack.models.base import Level1Model, ModelInput, train_model
+from mmstack.metrics import METRICS
+from mmstack.models.base import Level1Model, ModelError, ModelInput, train_model
 from mmstack.models.registry import make_model
 from mmstack.store import Store
+from mmstack.targets import Target, TargetData, regression_target
+
+UNIT = regression_target("y", value_range=(0.0, 1.0))
+
+
+def _data(y, folds, target=UNIT) -> TargetData:
+    return TargetData(target, np.arange(len(y)), y, folds)
 
 
 def _inputs(n_train=300, n_test=80, seed=0):
@@ -40,19 +48,28 @@ class Crashing(Level1Model):
         return np.full(X.shape[0], fitted)
 
 
+class Exploding(Crashing):
+    key = "exploding"
+
+    def predict(self, fitted, X):
+        return np.full(X.shape[0], np.inf)
+
+
 def test_lgb_oof_covers_every_row_and_is_deterministic(tmp_path):
     inputs, y = _inputs()
     folds = Folds(make_fold_ids(300, 4, "kfold", 1), 4, "f1")
     params = {"max_rounds": 60, "early_stopping": 10, "num_leaves": 7, "min_data_in_leaf": 5}
-    a = train_model(make_model("lgb", params), inputs, y, folds, Store(tmp_path / "a"), "toy", clip=(0, 1))
-    b = train_model(make_model("lgb", params), inputs, y, folds, Store(tmp_path / "b"), "toy", clip=(0, 1))
-    assert a.oof.shape == (300,) and a.test.shape == (80,)
+    data = _data(y, folds)
+    a = train_model(make_model("lgb", params, target=UNIT), inputs, data, Store(tmp_path / "a"), "toy")
+    b = train_model(make_model("lgb", params, target=UNIT), inputs, data, Store(tmp_path / "b"), "toy")
+    assert a.oof.shape == (300, 1) and a.test.shape == (80, 1)
     assert np.isfinite(a.oof).all() and (a.oof >= 0).all() and (a.oof <= 1).all()
     assert np.array_equal(a.oof, b.oof) and np.array_equal(a.test, b.test)
     assert a.cv < np.std(y)
-    again = train_model(make_model("lgb", params), inputs, y, folds, Store(tmp_path / "a"), "toy", clip=(0, 1))
+    again = train_model(make_model("lgb", params, target=UNIT), inputs, data, Store(tmp_path / "a"), "toy")
     assert again.reused and np.array_equal(again.oof, a.oof)
-    changed = train_model(make_model("lgb", {**params, "num_leaves": 5}), inputs, y, folds, Store(tmp_path / "a"), "toy")
+    changed = train_model(make_model("lgb", {**params, "num_leaves": 5}, target=UNIT), inputs, data,
+                          Store(tmp_path / "a"), "toy")
     assert not changed.reused and changed.run_key != a.run_key
 
 
@@ -62,15 +79,45 @@ def test_resume_continues_at_the_crashed_fold(tmp_path):
     store = Store(tmp_path)
     Crashing.fits, Crashing.crash_on = 0, 4  # killed while fitting fold 4 of 5 (index 3)
     with pytest.raises(KeyboardInterrupt):
-        train_model(Crashing(), inputs, y, folds, store, "toy")
+        train_model(Crashing(target=UNIT), inputs, _data(y, folds), store, "toy")
     assert len(list(store.path("models", "toy", "x").parent.glob("*/fold*.joblib"))) == 3
     Crashing.fits, Crashing.crash_on = 0, None
-    resumed = train_model(Crashing(), inputs, y, folds, store, "toy")
+    resumed = train_model(Crashing(target=UNIT), inputs, _data(y, folds), store, "toy")
     assert Crashing.fits == 2, "folds 1-3 are reused, only folds 4 and 5 are fitted"
     assert not resumed.reused
     Crashing.fits = 0
-    clean = train_model(Crashing(), inputs, y, folds, Store(tmp_path / "clean"), "toy")
+    clean = train_model(Crashing(target=UNIT), inputs, _data(y, folds), Store(tmp_path / "clean"), "toy")
     assert Crashing.fits == 5
     np.testing.assert_array_equal(resumed.oof, clean.oof)
     np.testing.assert_array_equal(resumed.test, clean.test)
     assert resumed.run_key == clean.run_key
+
+
+def test_a_non_finite_fold_is_never_stored(tmp_path):
+    inputs, y = _inputs()
+    folds = Folds(make_fold_ids(300, 3, "kfold", 2), 3, "f3")
+    store = Store(tmp_path)
+    with pytest.raises(ModelError, match="exploding fold 1/3: non-finite"):
+        train_model(Exploding(target=regression_target("y")), inputs, _data(y, folds, regression_target("y")),
+                    store, "toy")
+    assert not list(tmp_path.rglob("fold*.joblib")) and not list(tmp_path.rglob("*.parquet"))
+
+
+def test_a_class_missing_from_a_fold_keeps_the_shape(tmp_path):
+    """Class "rare" has one row: the training part of its fold has none of it, and every fold still predicts
+    three probability columns that sum to 1."""
+    rng = np.random.default_rng(5)
+    n = 240
+    X = pd.DataFrame({"a": rng.normal(size=n + 30), "b": rng.normal(size=n + 30)})
+    y = (X["a"].to_numpy()[:n] > 0).astype(int)
+    y[17] = 2
+    target = Target("label", "multiclass", METRICS["logloss"], ("neg", "pos", "rare"))
+    folds = Folds(make_fold_ids(n, 3, "kfold", 0, stratify=y), 3, "fc")
+    data = _data(y, folds, target)
+    inputs = ModelInput(X=X, categorical=[], block_keys={"toy": "k"}, n_train=n)
+    for key in ("lgb", "mlp"):
+        res = train_model(make_model(key, {"max_rounds": 50, "early_stopping": 10} if key == "lgb" else
+                                     {"epochs": 3}, target=target), inputs, data, Store(tmp_path / key), "toy")
+        assert res.oof.shape == (n, 3) and res.test.shape == (30, 3)
+        np.testing.assert_allclose(res.oof.sum(axis=1), 1.0, atol=1e-6)
+        assert res.oof[17, 2] < 0.5 and res.cv < np.log(3)

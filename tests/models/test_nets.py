@@ -11,8 +11,11 @@ pytest.importorskip("torch_geometric")
 
 from mmstack.folds import Folds, make_fold_ids  # noqa: E402
 from mmstack.metrics import METRICS  # noqa: E402
-from mmstack.models.base import ModelInput, train_model  # noqa: E402
+from mmstack.models.base import ModelInput  # noqa: E402
+from tests.conftest import train  # noqa: E402
 from mmstack.models.gnn import GraphSAGEModel, NeighbourSampler  # noqa: E402
+from mmstack.models.heads import Head  # noqa: E402
+from mmstack.targets import TargetData, regression_target  # noqa: E402
 from mmstack.models.xattn import CrossAttentionModel, CrossAttentionNet  # noqa: E402
 from mmstack.store import Store  # noqa: E402
 
@@ -33,10 +36,13 @@ def _token_batch(seed=0, batch=6, text_len=10, patches=4, dim=8, vocab=30):
     return [numeric, codes, ids, mask, tokens, present]
 
 
+HEAD = Head(regression_target("y", value_range=(0.0, 1.0)), np.array([0.2, 0.4]))
+
+
 def _net(seed=0):
     torch.manual_seed(seed)
-    return CrossAttentionNet(5, [4, 4], vocab_size=30, text_len=10, n_patches=4, token_dim=8, width=16, heads=2,
-                             hidden=32, dropout=0.1).eval()
+    return CrossAttentionNet(5, [4, 4], vocab_size=30, text_len=10, n_patches=4, token_dim=8, head=HEAD, width=16,
+                             heads=2, hidden=32, dropout=0.1).eval()
 
 
 def test_xattn_masked_image_tokens_do_not_change_the_output():
@@ -73,8 +79,8 @@ def test_xattn_rows_without_any_tokens_are_finite():
     batch[3][:] = False  # no text anywhere
     batch[5][:] = False  # no image anywhere
     with torch.no_grad():
-        out = net(*batch)
-    assert torch.isfinite(out).all() and ((out > 0) & (out < 1)).all()
+        out = HEAD.output(net(*batch))
+    assert out.shape == (6, 1) and torch.isfinite(out).all() and ((out > 0) & (out < 1)).all()
 
 
 def _xattn_inputs(seed=0, n_train=240, n_test=60, text_len=8, patches=4, dim=6):
@@ -120,8 +126,8 @@ def test_xattn_model_masks_missing_modalities_end_to_end():
 
 def test_xattn_is_deterministic_on_cpu_and_learns(tmp_path):
     inputs, y, folds = _xattn_inputs()
-    runs = [train_model(CrossAttentionModel({**XATTN_FAST, "epochs": 8, "lr": 5e-3}, seed=2), inputs, y, folds,
-                        Store(tmp_path / name), "toy", clip=(0, 1)) for name in ("a", "b")]
+    runs = [train(CrossAttentionModel({**XATTN_FAST, "epochs": 8, "lr": 5e-3}, seed=2), inputs, y, folds,
+                        Store(tmp_path / name), "toy") for name in ("a", "b")]
     assert np.array_equal(runs[0].oof, runs[1].oof) and np.array_equal(runs[0].test, runs[1].test)
     assert runs[0].cv < 0.9 * np.std(y)
 
@@ -186,8 +192,8 @@ def _planted_inputs(seed=0, n_train=450, n_test=90, n_active=60):
 
 def test_gnn_validation_targets_stay_out_of_training(tmp_path):
     inputs, y, folds = _planted_inputs()
-    honest = train_model(GraphSAGEModel(GNN_FAST, seed=0), inputs, y, folds, Store(tmp_path / "h"), "toy")
-    leaky = train_model(LeakyLossGNN(GNN_FAST, seed=0), inputs, y, folds, Store(tmp_path / "l"), "toy")
+    honest = train(GraphSAGEModel(GNN_FAST, seed=0), inputs, y, folds, Store(tmp_path / "h"), "toy")
+    leaky = train(LeakyLossGNN(GNN_FAST, seed=0), inputs, y, folds, Store(tmp_path / "l"), "toy")
     fold0 = folds.fold == 0
     spread = np.std(y[fold0])
     honest_score, leaky_score = rmse(y[fold0], honest.oof[fold0]), rmse(y[fold0], leaky.oof[fold0])
@@ -225,8 +231,8 @@ def test_gnn_does_not_pass_test_nodes_target_encodings_along_edges(tmp_path):
     views = {k: pd.DataFrame({"te": rng.uniform(0, 1, n_train).astype(np.float32)}) for k in range(3)}
     inputs = ModelInput(X=X, categorical=[], block_keys={"toy": "1"}, n_train=n_train, train_views=views,
                         extras={"graph": {"graph": _graph(pairs, n_train + n_test, n_train + n_test)}})
-    honest = train_model(GraphSAGEModel(GNN_FAST, seed=0), inputs, y, folds, Store(tmp_path / "h"), "toy")
-    leaky = train_model(LeakyMessageGNN(GNN_FAST, seed=0), inputs, y, folds, Store(tmp_path / "l"), "toy")
+    honest = train(GraphSAGEModel(GNN_FAST, seed=0), inputs, y, folds, Store(tmp_path / "h"), "toy")
+    leaky = train(LeakyMessageGNN(GNN_FAST, seed=0), inputs, y, folds, Store(tmp_path / "l"), "toy")
     assert honest.cv > 0.85 * np.std(y), "the gnn read its own target through a test neighbour"
     assert leaky.cv < 0.6 * np.std(y), "the leaky variant should find it, or this test proves nothing"
 
@@ -236,7 +242,7 @@ def test_gnn_is_deterministic_on_cpu(tmp_path, variant):
     """Mini-batch steps (default), full-batch steps, and sampled inference (a 'large' graph)."""
     inputs, y, folds = _planted_inputs(seed=1, n_train=240, n_test=60, n_active=30)
     params = {**GNN_FAST, "epochs": 4, **variant}
-    runs = [train_model(GraphSAGEModel(params, seed=5), inputs, y, folds, Store(tmp_path / name), "toy")
+    runs = [train(GraphSAGEModel(params, seed=5), inputs, y, folds, Store(tmp_path / name), "toy")
             for name in ("a", "b")]
     assert np.array_equal(runs[0].oof, runs[1].oof) and np.array_equal(runs[0].test, runs[1].test)
     assert np.isfinite(runs[0].oof).all() and np.isfinite(runs[0].test).all()
@@ -271,3 +277,49 @@ def test_gnn_needs_the_graph_block():
         GraphSAGEModel({}).bind(inputs)
     with pytest.raises(ConfigError, match="edge type"):
         GraphSAGEModel({"edges": ["friends"]}).bind(_planted_inputs()[0])
+
+
+# ---- twotower as a classifier ------------------------------------------------------------------------------------
+def _pair_inputs(problem: str, seed: int = 0, n_queries: int = 60, n_images: int = 40, n_pairs: int = 900):
+    """Synthetic pair_match extras: queries and images in 5 topics; the label says how well a pair's topics match
+    (binary: same topic; multiclass: the topic distance 0..4, the largest class rare)."""
+    from mmstack.metrics import METRICS
+    from mmstack.targets import Target
+
+    rng = np.random.default_rng(seed)
+    q_topic, i_topic = rng.integers(0, 5, n_queries), rng.integers(0, 5, n_images)
+    centres = rng.normal(size=(5, 16))
+    qvec = (centres[q_topic] + 0.3 * rng.normal(size=(n_queries, 16))).astype(np.float32)
+    pooled = (centres[i_topic] @ rng.normal(size=(16, 24)) + 0.3 * rng.normal(size=(n_images, 24))).astype(np.float32)
+    qi, ii = rng.integers(0, n_queries, n_pairs), rng.integers(0, n_images, n_pairs)
+    distance = np.abs(q_topic[qi] - i_topic[ii])
+    if problem == "binary":
+        y, target = (distance == 0).astype(int), Target("y", "binary", METRICS["logloss"], ("0", "1"))
+    else:
+        y, target = distance, Target("y", "multiclass", METRICS["logloss"], tuple("01234"))
+    extras = {"pair_match": {"qvec_use": qvec, "image_pooled": pooled, "image_ok": np.ones(n_images, bool),
+                             "image_probs": np.full((n_images, 3), 1 / 3, np.float32),
+                             "query_index": qi, "image_index": ii}}
+    n_train = 750
+    X = pd.DataFrame({"noise": rng.normal(size=n_pairs).astype(np.float32)})
+    inputs = ModelInput(X=X, categorical=[], block_keys={"toy": problem}, n_train=n_train, extras=extras)
+    folds = Folds(make_fold_ids(n_train, 3, "kfold", 0, stratify=y[:n_train]), 3, f"pairs-{problem}")
+    return inputs, TargetData(target, np.arange(n_train), y[:n_train], folds), target
+
+
+@pytest.mark.parametrize("problem", ["binary", "multiclass"])
+def test_twotower_contract_classification(problem, tmp_path):
+    from mmstack.models.base import train_model
+    from mmstack.models.twotower import TwoTowerModel
+
+    inputs, data, target = _pair_inputs(problem)
+    params = {"epochs": 15, "patience": 4}
+    result = train_model(TwoTowerModel(params, seed=1, target=target), inputs, data, Store(tmp_path / "a"), "toy")
+    assert result.oof.shape == (750, target.n_outputs) and result.test.shape == (150, target.n_outputs)
+    assert ((result.oof > 0) & (result.oof < 1)).all()
+    if problem == "multiclass":
+        np.testing.assert_allclose(result.oof.sum(axis=1), 1.0, atol=1e-6)
+    prior = np.tile(target.prior(data.y), (len(data.y), 1))
+    assert result.cv < 0.9 * target.metric(data.y, prior), "learns the topic match"
+    again = train_model(TwoTowerModel(params, seed=1, target=target), inputs, data, Store(tmp_path / "b"), "toy")
+    assert np.array_equal(again.oof, result.oof) and np.array_equal(again.test, result.test)
