@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import io
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, MmstackError
@@ -101,14 +100,12 @@ def content_hash(data: bytes) -> str:
 
 
 def decode_image(data: bytes) -> Image.Image | None:
-    """RGB image upright per its EXIF orientation, or None when the bytes are not a decodable image."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return im.convert("RGB")
-    except Exception:  # UnidentifiedImageError, truncated file (OSError), DecompressionBombError, bad EXIF ...
-        return None
+    """RGB image upright per its EXIF orientation, or None when the bytes are not a decodable image (or over the
+    pixel and byte limits: the kit's one guarded decode, :func:`mmstack.data.images.decode_image`)."""
+    from .data.images import decode_image as guarded_decode
+
+    decoded, _ = guarded_decode(data, exif=True)
+    return None if decoded is None else decoded.image
 
 
 class MinorFilter:

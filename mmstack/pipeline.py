@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import pandas as pd
 
 from .config import Config, diff_flat
 from .data.dataset import Dataset
+from .data.schema import check_rows_for_folds
 from .errors import ConfigError
 from .features.base import BlockCache, BlockOutput, FeatureBlock
 from .features.registry import make_block
@@ -23,7 +23,8 @@ from .metrics import LOWER_IS_BETTER, METRICS
 from .models.base import ModelInput, ModelResult, train_model
 from .models.registry import make_model
 from .report import build_metrics, write_report
-from .runs import append_run, load_runs
+from .run_folder import RunFolder
+from .runs import load_runs
 from .store import Store, make_key, write_joblib, write_text
 from .tasks import TaskSpec, get_task
 
@@ -68,6 +69,7 @@ def prepare(config: Config, input_dir: Path, store: Store, timer: Timer) -> tupl
         if strategy == "group":
             column = config.get("folds.group_by", spec.group_column)
             groups = data.train[column].astype(str).to_numpy()
+        check_rows_for_folds(data.train, int(config.get("folds.n_folds", 5)))  # an error naming the file
         folds = load_or_make_folds(store, spec.name, data.fingerprint, data.n_train,
                                    n_folds=int(config.get("folds.n_folds", 5)), strategy=strategy,
                                    seed=int(config.get("folds.seed", config.seed)), groups=groups)
@@ -216,21 +218,6 @@ def _fit_stacks(config: Config, spec: TaskSpec, results: list[ModelResult], y: n
     return summary, best.nested_oof, best.test
 
 
-def new_run_id(config: Config) -> str:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{make_key(config.raw)[:6]}"
-
-
-def point_latest(store: Store, run_dir: Path) -> None:
-    """Make ``submissions/latest`` a relative symlink to ``run_dir`` (replaced atomically)."""
-    latest = store.dir("submissions") / "latest"
-    tmp = latest.with_name(f".latest.{os.getpid()}")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(run_dir.name, tmp)
-    os.replace(tmp, latest)
-
-
 def features_only(config: Config, input_dir: Path | None = None, workdir: Path | str = ".") -> BlockCache:
     """Build (or reuse) the configured feature blocks; ``mmstack features``."""
     store = Store(workdir)
@@ -262,13 +249,13 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
         ablation_cv = ablation(config, spec, data, folds, store, cache)
     with timer.step("stack"):
         stack, stack_oof, stack_test = stack_predictions(config, spec, results, data.y, folds, store)
-    run_id = new_run_id(config)
-    run_dir = store.dir("submissions") / run_id
-    with timer.step("report"):
+    folder = RunFolder.begin(store, config.raw, data.fingerprint)  # visible as run_dir once complete
+    run_id, run_dir = folder.run_id, folder.final
+    with folder, timer.step("report"):
         *key_cols, pred_col = spec.submission_columns
         submission = data.test[key_cols].reset_index(drop=True).assign(
             **{pred_col: np.clip(stack_test, *spec.target_range)})
-        write_text(run_dir / "submission.csv", submission.to_csv(index=False))
+        write_text(folder.path / "submission.csv", submission.to_csv(index=False))
         previous = load_runs(store, spec.name)
         changes = diff_flat(previous[-1]["config"], config.flat()) if previous else ["(first run)"]
         metrics = build_metrics(spec.name, spec.metric, folds.n_folds, results, stack, extra={
@@ -280,12 +267,11 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
         metrics["seconds"] = dict(timer.seconds)
         groups = {c: data.train[c].astype(str).to_numpy() for c in config.get("report.residual_groups", [])
                   if c in data.train.columns}
-        write_report(run_dir, metrics, data.y, results, stack_oof, timer.seconds, changes, groups)
-    point_latest(store, run_dir)
-    append_run(store, {"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
-                       "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),
-                       "changes": changes, "models": {r.model: r.cv for r in results}, "stack": stack["cv"],
-                       "metric": spec.metric, "submission": str(run_dir / "submission.csv")})
+        write_report(folder.path, metrics, data.y, results, stack_oof, timer.seconds, changes, groups)
+        folder.publish({"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
+                        "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),
+                        "changes": changes, "models": {r.model: r.cv for r in results}, "stack": stack["cv"],
+                        "metric": spec.metric, "submission": str(run_dir / "submission.csv")})
     reused = [r.model for r in results if r.reused] + [n for n, v in cache.reused.items() if v]
     log.info("run %s: stack %s=%.5f; reused %s; wrote %s", run_id, spec.metric, stack["cv"],
              ", ".join(reused) or "nothing", run_dir / "submission.csv")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import io
 import logging
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -22,10 +21,11 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.images import DEFAULT_LIMITS, ImageLimits, counted_problems, decode_image
 from ..errors import ConfigError
 from ..store import make_key
 from .base import BlockContext, BlockOutput, FeatureBlock
-from .image_stats import DECODE_ERRORS, image_refs, images_key
+from .image_stats import image_refs, images_key
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -69,32 +69,32 @@ def torch_threads(n: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def decode_batch(items: Iterable[tuple[int, bytes | None]], size: int) -> tuple[list[int], list[Image.Image], list[int]]:
+def decode_batch(items: Iterable[tuple[int, bytes | None]], size: int, limits: ImageLimits = DEFAULT_LIMITS
+                 ) -> tuple[list[int], list[Image.Image], list[tuple[int, str]]]:
     """Decode ``(row, JPEG bytes or None)`` items for the model: the rows decoded and their images, and the rows
-    whose bytes were present but unreadable."""
-    got, imgs, unreadable = [], [], []
+    whose bytes were present but not read, with the reason (unreadable, over a limit)."""
+    got, imgs, rejected = [], [], []
     for row, data in items:
-        img = decode_for_model(data, size) if data is not None else None
+        if data is None:
+            continue
+        img, reason = decode_for_model(data, size, limits)
         if img is not None:
             got.append(row)
             imgs.append(img)
-        elif data is not None:
-            unreadable.append(row)
-    return got, imgs, unreadable
+        else:
+            rejected.append((row, reason))
+    return got, imgs, rejected
 
 
-def decode_for_model(data: bytes, size: int) -> Image.Image | None:
-    """Decode JPEG bytes for a ``size`` x ``size`` input, or None when unreadable.
+def decode_for_model(data: bytes, size: int, limits: ImageLimits = DEFAULT_LIMITS
+                     ) -> tuple[Image.Image | None, str | None]:
+    """Decode image bytes for a ``size`` x ``size`` input: ``(image, None)`` or ``(None, why not)``.
 
     ``draft`` lets libjpeg decode big photos at 1/2..1/8 scale (never below ``size``): several times faster
-    on full-size listing photos, a no-op on small ones.
+    on full-size listing photos, a no-op on small ones. The pixel and byte limits apply (:func:`decode_image`).
     """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.draft("RGB", (size, size))
-            return img.convert("RGB")
-    except DECODE_ERRORS:
-        return None
+    decoded, reason = decode_image(data, limits, draft=size)
+    return (decoded.image, None) if decoded is not None else (None, reason)
 
 
 class EfficientNetLite0Encoder:
@@ -252,7 +252,9 @@ class ImageEmbedBlock(PixelBlock):
         entropy = np.full(n, np.nan, dtype=np.float32)
         images = ctx.data.images
         desc = f"image_embed ({encoder.device.type}, {p['image_size']}px)"
-        with torch_threads(p["num_threads"]), tqdm(total=len(wanted), desc=desc, unit="img", leave=False) as bar:
+        limits = next(iter(images.values())).limits if images else DEFAULT_LIMITS
+        with counted_problems(images, "image_embed"), torch_threads(p["num_threads"]), \
+                tqdm(total=len(wanted), desc=desc, unit="img", leave=False) as bar:
             for start in range(0, len(wanted), p["batch_size"]):
                 batch = wanted[start:start + p["batch_size"]]
                 payloads = []
@@ -260,9 +262,9 @@ class ImageEmbedBlock(PixelBlock):
                     source = images.get(refs[i][0])
                     # read_bytes counts a missing image
                     payloads.append((i, source.read_bytes(refs[i][1]) if source is not None else None))
-                got, imgs, unreadable = decode_batch(payloads, p["image_size"])
-                for i in unreadable:
-                    images[refs[i][0]].problems["unreadable"] += 1
+                got, imgs, rejected = decode_batch(payloads, p["image_size"], limits)
+                for i, reason in rejected:
+                    images[refs[i][0]].problems[reason] += 1
                 if imgs:
                     feats, logits = encoder.encode(imgs, batch_size=len(imgs))
                     pooled[got] = feats

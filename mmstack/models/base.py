@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..folds import Folds
 from ..metrics import METRICS
 from ..store import Store, make_key, read_json, write_joblib, write_json, write_parquet
@@ -150,6 +150,9 @@ def train_model(model: Level1Model, inputs: ModelInput, y: np.ndarray, folds: Fo
             fitted = model.fit_fold(inputs.training_rows(k, tr), y[tr], inputs.rows(va), y[va], inputs.categorical)
             valid_pred = _clip(model.predict(fitted, inputs.rows(va)), clip)
             test_pred = _clip(model.predict(fitted, X_test), clip)
+            if not (np.isfinite(valid_pred).all() and np.isfinite(test_pred).all()):  # never store a broken fold
+                raise ModelError(f"{model.key} fold {k + 1}/{folds.n_folds}: predictions are not finite (NaN); "
+                                 "nothing stored for it (check the inputs, or lower the learning rate)")
             saved = {"model": fitted, "valid_pred": valid_pred, "test_pred": test_pred,
                      "score": score(y[va], valid_pred), "seconds": time.perf_counter() - start,
                      "importance": model.importance(fitted)}
