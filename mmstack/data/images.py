@@ -198,6 +198,8 @@ class ImageSource:
                 why = Counter(reason for _, reason in self._skipped.values())
                 log.warning("%s: skipped %d image file(s): %s", location, len(self._skipped),
                             ", ".join(f"{n} {reason}" for reason, n in sorted(why.items())))
+        elif not stat.S_ISREG(os.stat(location).st_mode):  # a FIFO would block the zip check below
+            raise InputError(location, "expected a folder of .jpg files or a .zip of them, not a special file")
         elif zipfile.is_zipfile(location):
             self._zip = zipfile.ZipFile(location)
             for info in self._zip.infolist():

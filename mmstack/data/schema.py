@@ -75,7 +75,7 @@ def read_csv_text(path: Path, separator: str = ",", names: list[str] | None = No
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "file not found")
+        raise InputError(path, "not a regular file" if path.exists() else "file not found")
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty")
     try:

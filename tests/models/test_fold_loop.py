@@ -74,3 +74,32 @@ def test_resume_continues_at_the_crashed_fold(tmp_path):
     np.testing.assert_array_equal(resumed.oof, clean.oof)
     np.testing.assert_array_equal(resumed.test, clean.test)
     assert resumed.run_key == clean.run_key
+
+
+class NaNOnFold(Level1Model):
+    """A mean predictor whose third fit predicts NaN (as an MLP that diverged on inf inputs does)."""
+
+    key = "nan_on_fold"
+    default_params = {"bad_fit": 3}
+    fits = 0
+
+    def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
+        NaNOnFold.fits += 1
+        return np.nan if NaNOnFold.fits == self.params["bad_fit"] else float(np.mean(y_train))
+
+    def predict(self, fitted, X):
+        return np.full(X.shape[0], fitted)
+
+
+def test_a_fold_that_is_not_finite_is_never_stored(tmp_path):
+    from mmstack.errors import ModelError
+
+    inputs, y = _inputs()
+    folds = Folds(make_fold_ids(300, 5, "kfold", 3), 5, "f3")
+    store = Store(tmp_path)
+    NaNOnFold.fits = 0
+    with pytest.raises(ModelError, match=r"^nan_on_fold fold 3/5: predictions are not finite"):
+        train_model(NaNOnFold(), inputs, y, folds, store, "toy", clip=(0, 1))
+    stored = sorted(p.name for p in (tmp_path / "models" / "toy").glob("*/fold*.joblib"))
+    assert stored == ["fold0.joblib", "fold1.joblib"], "folds 1-2 kept for resume, nothing of fold 3"
+    assert not (tmp_path / "oof").exists()
