@@ -169,7 +169,7 @@ def test_scores_do_not_move_with_corrupt_files_beside_the_images(trained, tmp_pa
     beside = search(_sensitive_config(), "a red square", folder, top=10, input_dir=root, workdir=work,
                     minor_filter=_null_filter())
     assert len(set(_scores(alone).values())) > 1, "the model must tell the images apart for this test to mean much"
-    assert _scores(alone) == _scores(beside) and len(_scores(beside)) == 4
+    assert _scores(alone) == pytest.approx(_scores(beside), abs=1e-7) and len(_scores(beside)) == 4
     assert beside.n_images == 4 and beside.withheld == 0, "undecodable files are not counted as withheld"
     assert beside.unreadable == 3 and set(beside.unreadable_images) == {"3001_garbage.jpg", "3002_cut.jpg",
                                                                         "3003_text.jpg"}
@@ -193,7 +193,7 @@ def test_an_image_scores_the_same_alone_among_five_and_among_many(trained, tmp_p
                       minor_filter=_null_filter()) for folder in folders.values()]
     scores = [_scores(r)[target] for r in results]
     assert len(set(_scores(results[2]).values())) > 1
-    assert scores[0] == scores[1] == scores[2], scores
+    assert max(scores) - min(scores) < 1e-7, scores  # before the reference set: 0.346, 0.406, 0.411
 
 
 def test_special_files_in_the_search_folder_are_skipped_and_counted(trained, tmp_path):
