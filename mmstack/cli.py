@@ -1,6 +1,7 @@
 """The ``mmstack`` command line: the verbs of DESIGN.md, nothing else."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -13,7 +14,7 @@ from .errors import MmstackError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="mmstack: multimodal Kaggle competition kit with honest CV and stacking.")
-STATE = {"debug": False}
+STATE: dict = {"debug": False, "workdir": None}
 
 # the options every pipeline verb shares
 ConfigArg = Annotated[Path, typer.Argument(help="Task config, e.g. configs/avito.toml.")]
@@ -59,6 +60,7 @@ def run_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Run the pipeline: folds, features, level-1 models, stack, submission, metrics.json and report.html."""
+    STATE["workdir"] = workdir
     from .config import Config
     from .pipeline import run
 
@@ -76,6 +78,7 @@ def features_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Build (or reuse) the config's feature blocks and print what each holds."""
+    STATE["workdir"] = workdir
     from .config import Config
     from .pipeline import features_only
 
@@ -96,6 +99,7 @@ def train_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Train (or reuse) level-1 models with K-fold OOF and print their CV."""
+    STATE["workdir"] = workdir
     from .config import Config
     from .pipeline import train_only
 
@@ -125,7 +129,10 @@ def search_cmd(
     from rich.table import Table
 
     from .config import Config
-    from .search import search
+    from .search import check_query, search, shown_query
+
+    STATE["workdir"] = workdir
+    check_query(query)
 
     slug = re.sub(r"[^\w]+", "-", query.lower()).strip("-")[:60] or "query"
     sheet = sheet or Path(workdir) / "submissions" / "search" / f"{slug}.png"
@@ -134,13 +141,15 @@ def search_cmd(
     if result.notice:
         typer.echo(result.notice)
         return
-    table = Table(title=f"{query!r}: top {len(result.ranked)} of {result.n_images} images")
+    table = Table(title=f"{shown_query(query)!r}: top {len(result.ranked)} of {result.n_images} images")
     for col in ("rank", "image", "relevance"):
         table.add_column(col)
     for i, (image, score) in enumerate(zip(result.ranked["image"], result.ranked["score"]), start=1):
         table.add_row(str(i), image, f"{score:.3f}")
     Console().print(table)
     typer.echo(f"withheld by the legal filter (a face estimated under age): {result.withheld} image(s)")
+    if result.unreadable:
+        typer.echo(f"not readable images (skipped, not ranked): {result.unreadable} file(s)")
     if result.sheet:
         typer.echo(f"contact sheet: {result.sheet}")
 
@@ -197,6 +206,28 @@ def runs_cmd(
     Console(width=max(120, os.get_terminal_size().columns) if sys.stdout.isatty() else 1000).print(table)
 
 
+# errors of the machine rather than of the kit or the input: one line, exit 2, no traceback
+ENVIRONMENT_ERRORS = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                      errno.EPERM: "operation not permitted", errno.ENOSPC: "no space left",
+                      errno.EDQUOT: "disk quota exceeded"}
+
+
+def environment_message(exc: BaseException, workdir: Path | None) -> str | None:
+    """One line for an OSError of the machine (a read-only or full disk, no permission) anywhere in the chain of
+    ``exc``; None for anything else (a bug: shown with its traceback)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRORS:
+            what = ENVIRONMENT_ERRORS[exc.errno]
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return f"{what} on the device holding {workdir or exc.filename or Path('.')}"
+            verb = "write to" if exc.errno == errno.EROFS else "access"
+            return f"cannot {verb} {exc.filename or workdir or Path('.')}: {what}"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def entry() -> None:
     """Console entry point: one-line errors without tracebacks unless --debug."""
     try:
@@ -209,3 +240,10 @@ def entry() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted: finished steps are cached, rerun to resume", err=True)
         sys.exit(130)
+    except Exception as exc:
+        message = environment_message(exc, STATE["workdir"])
+        if message is None or STATE["debug"]:
+            raise
+        # the cache stays consistent: every artifact is written to a temporary and renamed into place
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(2)

@@ -1,4 +1,8 @@
-"""Run configuration: one commented TOML per task, ``--set key=value`` overrides, stable section hashes."""
+"""Run configuration: one commented TOML per task, ``--set key=value`` overrides, stable section hashes.
+
+The whole config is validated when it is loaded, before any work starts (:mod:`mmstack.config_check`): a bad
+value is one :class:`ConfigError` line naming the key (and the ``--set`` it came from).
+"""
 from __future__ import annotations
 
 import copy
@@ -9,7 +13,6 @@ from typing import Any
 
 from .errors import ConfigError
 from .store import make_key
-
 
 @dataclass
 class Config:
@@ -22,6 +25,7 @@ class Config:
     raw: dict[str, Any]
     path: Path | None = None
     overrides: list[str] = field(default_factory=list)
+    _set_by: dict[str, str] = field(default_factory=dict, repr=False, compare=False)  # dotted key -> its --set
 
     @classmethod
     def load(cls, path: Path | str, overrides: list[str] | None = None) -> "Config":
@@ -48,7 +52,9 @@ class Config:
             raise ConfigError(f"--set {item!r}: empty key")
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
+        except tomllib.TOMLDecodeError as exc:
+            if text.strip()[:1] in ("[", "{", '"', "'"):  # meant as a list, table or quoted string: not a word
+                raise ConfigError(f"--set {item!r}: not a valid TOML value ({exc})") from None
             value = text.strip()
         node = self.raw
         for part in parts[:-1]:
@@ -57,6 +63,7 @@ class Config:
                 raise ConfigError(f"--set {item!r}: '{part}' is a value, not a table")
             node = child
         node[parts[-1]] = value
+        self._set_by[".".join(parts)] = item
 
     def get(self, dotted: str, default: Any = None) -> Any:
         node: Any = self.raw
@@ -67,6 +74,7 @@ class Config:
         return node
 
     def validate(self) -> None:
+        """Check every key against :data:`SETTINGS` and the families' params; raise one ConfigError line."""
         for section in ("task", "folds", "features", "models"):
             if not isinstance(self.raw.get(section), dict):
                 raise ConfigError(f"{self.path}: missing table [{section}]")
@@ -76,6 +84,16 @@ class Config:
             value = self.raw[section].get(listing)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{self.path}: [{section}] {listing} must be a list of names")
+        from .config_check import check_config
+
+        check_config(self)
+
+    def where(self, dotted: str) -> str:
+        """How an error names a key: ``folds.n_folds (--set folds.n_folds=abc)`` or ``folds.n_folds in FILE``."""
+        for key, item in self._set_by.items():
+            if dotted == key or dotted.startswith(key + "."):
+                return f"{dotted} (--set {item})"
+        return f"{dotted} in {self.path}" if self.path else dotted
 
     # -- typed accessors -------------------------------------------------------------------------------
     @property

@@ -23,3 +23,7 @@ class InputError(MmstackError):
 
 class ConfigError(MmstackError):
     """A config file or a --set override that cannot be used."""
+
+
+class ModelError(MmstackError):
+    """A model that cannot give usable predictions (e.g. non-finite ones); nothing of it is stored."""

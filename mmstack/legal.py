@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import io
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, MmstackError
@@ -103,14 +102,12 @@ def content_hash(data: bytes) -> str:
 
 
 def decode_image(data: bytes) -> Image.Image | None:
-    """RGB image upright per its EXIF orientation, or None when the bytes are not a decodable image."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return im.convert("RGB")
-    except Exception:  # UnidentifiedImageError, truncated file (OSError), DecompressionBombError, bad EXIF ...
-        return None
+    """RGB image upright per its EXIF orientation, or None when the bytes are not a decodable image (or over the
+    pixel and byte limits: the kit's one guarded decode, :func:`mmstack.data.images.decode_image`)."""
+    from .data.images import decode_image as guarded_decode
+
+    decoded, _ = guarded_decode(data, exif=True)
+    return None if decoded is None else decoded.image
 
 
 class MinorFilter:
@@ -297,7 +294,7 @@ def similar_images_show_minors(data, pm_extras, pooled: np.ndarray, ok: np.ndarr
     nearest training images (EfficientNet-Lite0 features, cosine) ask for minors (:func:`query_asks_for_minors`).
     """
     from .features.caption_bridge import caption_images
-    from .features.pair_match import normalise
+    from .projection import unit_rows
 
     train = data.train
     source = caption_images(train, np.asarray(pm_extras["image_index"])[:len(train)])
@@ -305,9 +302,9 @@ def similar_images_show_minors(data, pm_extras, pooled: np.ndarray, ok: np.ndarr
     if captions.empty:
         return np.zeros(len(pooled), bool)
     train_pooled = np.asarray(pm_extras["image_pooled"], np.float64)
-    known = normalise(train_pooled[captions["image"].astype(int).to_numpy()])
+    known = unit_rows(train_pooled[captions["image"].astype(int).to_numpy()])
     minors = captions["text"].map(query_asks_for_minors).to_numpy(bool)
-    sims = normalise(np.asarray(pooled, np.float64)) @ known.T
+    sims = unit_rows(np.asarray(pooled, np.float64)) @ known.T
     top = np.argsort(-sims, axis=1)[:, :min(neighbours, len(known))]
     flagged = minors[top].mean(axis=1) >= share
     return flagged & ok

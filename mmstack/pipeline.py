@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import pandas as pd
 
 from .config import Config, diff_flat
 from .data.dataset import Dataset
+from .data.schema import check_rows_for_folds
 from .errors import ConfigError
 from .features.base import BlockCache, BlockOutput, FeatureBlock
 from .features.registry import make_block
@@ -21,9 +21,10 @@ from .folds import target_data
 from .models.base import ModelInput, ModelResult, train_model
 from .models.registry import make_model
 from .report import TargetReport, build_metrics, write_report
-from .runs import append_run, load_runs
+from .run_folder import RunFolder
+from .runs import load_runs
 from .stack.stacking import Stacked, stack_predictions
-from .store import Store, make_key, write_text
+from .store import Store, write_text
 from .targets import Target, TargetData
 from .tasks import TaskSpec, get_task
 
@@ -64,6 +65,7 @@ def prepare(config: Config, input_dir: Path, store: Store, timer: Timer) -> tupl
     with timer.step("load"):
         data = spec.load(input_dir, store, config.get("data") or {})
     with timer.step("folds"):
+        check_rows_for_folds(data.train, config.get("folds.n_folds", 5))  # an error naming the file
         targets = [make_target_data(config, spec, data, store, t) for t in chosen_targets(config, data)]
     return spec, data, targets
 
@@ -98,6 +100,11 @@ def build_features(config: Config, data: Dataset, store: Store,
             blocks[name] = make_block(name, config.block_params(name))
         return blocks[name]
 
+    for name in config.blocks:  # refuse folds a block cannot be honest on before any block is built
+        block = resolve(name)
+        if block.reads_target:
+            for t in targets:
+                block.check_folds(t.folds)
     shared = BlockCache(data, store, config.seed)
     caches = {}
     for t in targets:
@@ -110,10 +117,15 @@ def build_features(config: Config, data: Dataset, store: Store,
 def assemble(cache: BlockCache, names: list[str], kind: str, target: TargetData | int) -> ModelInput:
     """Join the chosen blocks' outputs into one model matrix (dense frame or sparse CSR) for ``target``'s rows
     (or, given an int n_train, rows 0..n_train-1 as the labelled ones)."""
-    outputs: dict[str, BlockOutput] = {n: cache.outputs[n] for n in names}
-    keys = {n: cache.keys[n] for n in names}
     ids = {"n_train": target} if isinstance(target, (int, np.integer)) else {
         "train_ids": target.rows, "test_ids": target.predict_rows}
+    return join_blocks({n: cache.outputs[n] for n in names}, {n: cache.keys[n] for n in names}, kind, **ids)
+
+
+def join_blocks(outputs: dict[str, BlockOutput], keys: dict[str, str], kind: str, **ids) -> ModelInput:
+    """One model matrix from block outputs (in the given order): dense blocks side by side with their categorical
+    columns, per-fold views and extras, or the sparse blocks stacked. ``ids``: ModelInput's row selection."""
+    names = list(outputs)
     if kind == "dense":
         frames, categorical = [], []
         for name, out in outputs.items():
@@ -199,21 +211,6 @@ def stack_target(config: Config, spec: TaskSpec, target: TargetData, results: li
     return stack_predictions(results, target, blenders, params, config.seed, store, spec.name)
 
 
-def new_run_id(config: Config) -> str:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{make_key(config.raw)[:6]}"
-
-
-def point_latest(store: Store, run_dir: Path) -> None:
-    """Make ``submissions/latest`` a relative symlink to ``run_dir`` (replaced atomically)."""
-    latest = store.dir("submissions") / "latest"
-    tmp = latest.with_name(f".latest.{os.getpid()}")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(run_dir.name, tmp)
-    os.replace(tmp, latest)
-
-
 def features_only(config: Config, input_dir: Path | None = None, workdir: Path | str = ".") -> BlockCache:
     """Build (or reuse) the configured feature blocks; ``mmstack features``. Returns the first target's cache."""
     store = Store(workdir)
@@ -284,11 +281,11 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
         with timer.step("stack"):
             stacked = stack_target(config, spec, t, results, store)
         runs.append(TargetRun(t, cache, results, stacked, ablation_cv))
-    run_id = new_run_id(config)
-    run_dir = store.dir("submissions") / run_id
+    folder = RunFolder.begin(store, config.raw, data.fingerprint)  # visible as run_dir once complete
+    run_id, run_dir = folder.run_id, folder.final
     primary = runs[0]
-    with timer.step("report"):
-        write_text(run_dir / "submission.csv", submission_frame(spec, data, runs).to_csv(index=False))
+    with folder, timer.step("report"):
+        write_text(folder.path / "submission.csv", submission_frame(spec, data, runs).to_csv(index=False))
         previous = load_runs(store, spec.name)
         changes = diff_flat(previous[-1]["config"], config.flat()) if previous else ["(first run)"]
         frame = data.all_rows()
@@ -302,15 +299,15 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
                              "seconds": round(primary.cache.seconds[n], 3)} for n in primary.cache.keys},
         })
         metrics["seconds"] = dict(timer.seconds)
-        write_report(run_dir, metrics, reports, timer.seconds, changes)
-    point_latest(store, run_dir)
-    append_run(store, {"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
-                       "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),
-                       "changes": changes, "models": {r.model: r.cv for r in primary.results},
-                       "stack": primary.stacked.summary["cv"], "metric": primary.target.metric.name,
-                       "greater_is_better": primary.target.metric.greater_is_better,
-                       **({"targets": {r.target.name: r.stacked.summary["cv"] for r in runs}} if len(runs) > 1 else {}),
-                       "submission": str(run_dir / "submission.csv")})
+        write_report(folder.path, metrics, reports, timer.seconds, changes)
+        folder.publish({"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
+                        "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),
+                        "changes": changes, "models": {r.model: r.cv for r in primary.results},
+                        "stack": primary.stacked.summary["cv"], "metric": primary.target.metric.name,
+                        "greater_is_better": primary.target.metric.greater_is_better,
+                        **({"targets": {r.target.name: r.stacked.summary["cv"] for r in runs}}
+                           if len(runs) > 1 else {}),
+                        "submission": str(run_dir / "submission.csv")})
     reused = [r.model for r in primary.results if r.reused] + [n for n, v in primary.cache.reused.items() if v]
     log.info("run %s: stack %s=%.5f; reused %s; wrote %s", run_id, primary.target.metric.name,
              primary.stacked.summary["cv"], ", ".join(reused) or "nothing", run_dir / "submission.csv")

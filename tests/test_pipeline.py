@@ -153,3 +153,36 @@ def test_cli_run_and_make_data(tmp_path):
                                  "--set", "features.blocks=['basic', 'text_tfidf', 'tabular', 'target_encoding']"])
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "w" / "submissions" / "latest" / "submission.csv")) == round(200 * 508_438 / 1_503_424)
+
+
+def test_saved_fold_models_and_blender_reproduce_the_test_predictions_in_a_fresh_process(first_run, tmp_path):
+    """Every level-1 family (the nets with their token tables and graph included) and the chosen blender, loaded
+    from the store by a new Python process that never saw the training run, give the run's test predictions
+    exactly."""
+    import subprocess
+    import sys
+
+    from mmstack.stack.stacking import load_stack
+    from mmstack.store import Store
+
+    from .conftest import ROOT
+
+    workdir, run_dir, _ = first_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["stack"]["method"] != "single" and len(metrics["models"]) >= 7
+    out = tmp_path / "pred.npy"
+    script = (
+        "import json, sys, numpy as np\n"
+        "from mmstack.predict import run_predictions\n"
+        "from mmstack.store import Store\n"
+        f"metrics = json.load(open({str(run_dir / 'metrics.json')!r}))\n"
+        "rows = np.arange(metrics['n_train'], metrics['n_train'] + metrics['n_test'])\n"
+        f"np.save({str(out)!r}, run_predictions(Store({str(workdir)!r}), 'avito', metrics, rows))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    fresh = np.load(out)
+    stacked = load_stack(Store(workdir), "avito", metrics["stack"]["key"])
+    assert fresh.shape == stacked.test.shape == (metrics["n_test"], 1)
+    assert np.abs(fresh - stacked.test).max() <= 1e-12
+    sub = pd.read_csv(run_dir / "submission.csv")
+    assert np.abs(sub["deal_probability"].to_numpy() - fresh[:, 0]).max() <= 1e-9

@@ -19,6 +19,7 @@ REAL_LABEL_VECTORS = pair_match.label_vectors
 from mmstack.features.base import BlockContext
 from mmstack.features.registry import make_block
 from mmstack.metrics import score_all
+from mmstack.projection import unit_rows
 from mmstack.store import Store
 
 from .conftest import ROOT, target_data_for
@@ -309,13 +310,13 @@ def test_caption_neighbours_skip_the_querys_own_text():
 
     rng = np.random.default_rng(0)
     z_images = rng.normal(size=(4, 6))
-    captions = pair_match.normalise(rng.normal(size=(4, 3)))
+    captions = unit_rows(rng.normal(size=(4, 3)))
     memory = fit_memory(z_images, captions, alpha=1.0)
-    queries = np.vstack([captions[0], pair_match.normalise(rng.normal(size=(1, 3)))])
+    queries = np.vstack([captions[0], unit_rows(rng.normal(size=(1, 3)))])
     z = z_images[:1] + 0.01 * rng.normal(size=(1, 6))  # an image very like caption item 0's image
     out = score_pairs(memory, z, np.array([True]), queries, np.array([0, 0]), np.array([0, 1]), neighbours=2)
     assert out.shape == (2, 3) and np.isfinite(out).all()
     assert out[0, 1] < 0.999, "the query's own caption is skipped"
     expected = np.max([captions[j] @ captions[0] for j in range(1, 4)
-                       if j in np.argsort(-(pair_match.normalise(z) @ pair_match.normalise(z_images).T)[0])[:3]])
+                       if j in np.argsort(-(unit_rows(z) @ pair_match.normalise(z_images).T)[0])[:3]])
     assert np.isclose(out[0, 1], expected)

@@ -2,6 +2,7 @@
 children gets a notice, the contact sheet is written, image vectors are cached. Tiny drawn data."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -135,3 +136,94 @@ def test_russian_query_is_answered(trained):
                                                            progress=False))
     assert result.notice is None and len(result.ranked) == 3
     assert result.ranked["score"].between(0, 1).all() and result.ranked["score"].is_monotonic_decreasing
+
+
+def _null_filter() -> MinorFilter:
+    return MinorFilter(estimator=lambda image: [], upscale_to=None, progress=False)
+
+
+# a model small enough to split on 32 rows, so that scores follow the features (the default predicts a constant)
+SENSITIVE = [*OVERRIDES, "models.train=['lgb']", "models.lgb.min_data_in_leaf=2", "models.lgb.num_leaves=8",
+             "models.lgb.learning_rate=0.3", "models.lgb.early_stopping=200"]
+
+
+def _sensitive_config():
+    return Config.load(ROOT / "configs" / "relevance.toml", SENSITIVE)
+
+
+def _scores(result) -> dict[str, float]:
+    return dict(zip(result.ranked["image"], result.ranked["score"]))
+
+
+def test_scores_do_not_move_with_corrupt_files_beside_the_images(trained, tmp_path):
+    """The issue's case: the same images scored 0.502 / 0.456 / 0.418 alone and 0.515 / 0.471 / 0.437 with three
+    corrupt files beside them. Corrupt files are no candidates: counted apart, they change no score."""
+    root, work, _ = trained
+    folder = tmp_path / "imgs"
+    shutil.copytree(root / "test_images", folder)
+    alone = search(_sensitive_config(), "a red square", folder, top=10, input_dir=root, workdir=work,
+                   minor_filter=_null_filter())
+    (folder / "3001_garbage.jpg").write_bytes(b"not an image at all")
+    (folder / "3002_cut.jpg").write_bytes((root / "test_images" / "2000_cd0.jpg").read_bytes()[:300])
+    (folder / "3003_text.jpg").write_text("a text file called .jpg\n")
+    beside = search(_sensitive_config(), "a red square", folder, top=10, input_dir=root, workdir=work,
+                    minor_filter=_null_filter())
+    assert len(set(_scores(alone).values())) > 1, "the model must tell the images apart for this test to mean much"
+    assert _scores(alone) == pytest.approx(_scores(beside), abs=1e-7) and len(_scores(beside)) == 4
+    assert beside.n_images == 4 and beside.withheld == 0, "undecodable files are not counted as withheld"
+    assert beside.unreadable == 3 and set(beside.unreadable_images) == {"3001_garbage.jpg", "3002_cut.jpg",
+                                                                        "3003_text.jpg"}
+
+
+def test_an_image_scores_the_same_alone_among_five_and_among_many(trained, tmp_path):
+    """Pair features depend on the query and the image only (a fixed reference set of training images, not the
+    query's other candidates): the skew between training (about 5 candidates per query) and search is 0."""
+    from .test_relevance import COLOURS, _draw
+
+    root, work, _ = trained
+    target = "2002_cd2.jpg"
+    folders = {n: tmp_path / f"among{n}" for n in (1, 5, 25)}
+    for n, folder in folders.items():
+        folder.mkdir()
+        shutil.copy(root / "test_images" / target, folder / target)
+        for i in range(n - 1):
+            _draw(folder / f"{4000 + i}_x{i}.jpg", list(COLOURS)[i % len(COLOURS)], ("square", "circle")[i % 2],
+                  100 + i)
+    results = [search(_sensitive_config(), "a blue square", folder, top=30, input_dir=root, workdir=work,
+                      minor_filter=_null_filter()) for folder in folders.values()]
+    scores = [_scores(r)[target] for r in results]
+    assert len(set(_scores(results[2]).values())) > 1
+    assert max(scores) - min(scores) < 1e-7, scores  # before the reference set: 0.346, 0.406, 0.411
+
+
+def test_special_files_in_the_search_folder_are_skipped_and_counted(trained, tmp_path):
+    root, work, _ = trained
+    folder = tmp_path / "imgs"
+    shutil.copytree(root / "test_images", folder)
+    os.symlink("/dev/zero", folder / "3001_zero.jpg")
+    os.symlink("/etc/passwd", folder / "3002_passwd.jpg")
+    os.mkfifo(folder / "3003_fifo.jpg")
+    result = search(_config(), "a red square", folder, top=10, input_dir=root, workdir=work,
+                    minor_filter=_null_filter())
+    assert len(result.ranked) == 4 and result.withheld == 0 and result.unreadable == 3
+    assert result.unreadable_images == {"3001_zero.jpg": "a symlink out of the folder",
+                                        "3002_passwd.jpg": "a symlink out of the folder",
+                                        "3003_fifo.jpg": "not a regular file"}
+
+
+def test_empty_query_is_refused_and_a_long_one_is_shortened_in_display(trained, tmp_path):
+    from mmstack.errors import ConfigError
+    from mmstack.search import shown_query
+
+    root, work, _ = trained
+    for query in ("", "   \n\t"):
+        with pytest.raises(ConfigError, match="the query is empty"):
+            search(_config(), query, root / "test_images", input_dir=root, workdir=work)
+    long = "a red square on a grey background " * 40
+    assert len(shown_query(long)) == 80 and shown_query(long).endswith("\u2026")
+    assert shown_query("a  red\nsquare") == "a red square"
+    args = ["search", str(ROOT / "configs" / "relevance.toml"), " ", "--images", str(root / "test_images"),
+            "--input", str(root), "--workdir", str(tmp_path / "w")]
+    empty = CliRunner().invoke(app, args)
+    assert empty.exit_code != 0 and "the query is empty" in str(empty.exception)
+    assert not (tmp_path / "w").exists(), "refused before any work"

@@ -11,8 +11,8 @@ from ..errors import InputError
 from ..store import Store, file_digest, make_key, write_parquet
 from ..targets import TargetSpec
 from .dataset import Dataset
-from .images import SAFE_ID, ImageSource
-from .schema import Column, Schema, check_unique, first_row, read_csv_text, validate
+from .images import SAFE_ID, ImageLimits, ImageSource
+from .schema import Column, Schema, check_unique, first_row, read_csv_text, separator_hint, validate
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,9 @@ def _check_columns_match(train_cols: list[str], test_cols: list[str], test_path:
             parts.append(f"missing {', '.join(missing)}")
         if extra:
             parts.append(f"unexpected {', '.join(extra)}")
-        raise InputError(test_path, f"columns do not match train.csv minus '{TARGET}': {'; '.join(parts)}",
-                         column=(missing or extra)[0])
+        hint = separator_hint(test_path, ",") if len(test_cols) == 1 else ""
+        raise InputError(test_path, f"columns do not match train.csv minus '{TARGET}': {'; '.join(parts)}"
+                                    + (f": {hint}" if hint else ""), column=(missing or extra)[0])
 
 
 def _check_image_ids(frame: pl.DataFrame, path: Path) -> None:
@@ -110,7 +111,8 @@ def _fingerprint(input_dir: Path) -> tuple[str, dict[str, Path]]:
 def load(input_dir: Path | str, store: Store | None = None, options: dict | None = None) -> Dataset:
     """Load and validate the Avito files in ``input_dir``; parsed tables are cached in ``store`` by file digest.
 
-    ``options`` (the config's ``[data]``) holds nothing the loader needs: ``rows`` sizes the generator only."""
+    ``options`` (the config's ``[data]``): ``max_image_pixels`` and ``max_image_bytes`` (:class:`ImageLimits`);
+    ``rows`` sizes the generator only."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise InputError(input_dir, "input folder not found")
@@ -141,14 +143,17 @@ def load(input_dir: Path | str, store: Store | None = None, options: dict | None
                 write_parquet(cache / f"{name}.parquet", frame)
         log.info("data: parsed %d train and %d test rows (%s)", len(train), len(test),
                  ", ".join(n for n in frames if n not in ("train", "test")) or "no extras")
-    images = {split: ImageSource.find(input_dir, split) for split in ("train", "test")}
+    limits = ImageLimits.from_options(options)
+    images = {split: ImageSource.find(input_dir, split, limits) for split in ("train", "test")}
     for split in ("train", "test"):
         ids = frames[split]["image"]
         referenced = ids.notna()
-        missing = int((referenced & ~ids.map(images[split].__contains__)).sum())
+        skipped = {name.rsplit(".", 1)[0] for name in images[split].skipped()}  # warned about by the source
+        missing = int((referenced & ~ids.map(images[split].__contains__) & ~ids.isin(skipped)).sum())
         if missing:
             log.warning("%s: %d of %d referenced images not found (treated as no image)",
                         split, missing, int(referenced.sum()))
+    frames["train"].attrs["source"] = str(tables["train"])  # named by errors about the rows as a whole
     extras = {n: f for n, f in frames.items() if n not in ("train", "test")}
     return Dataset.with_labels(task=TASK, train=frames["train"], test=frames["test"], id_col=ID,
                                fingerprint=fingerprint, input_dir=input_dir, specs=TARGETS, extras=extras,

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..store import Store, file_digest, make_key
 from ..targets import TargetSpec
 from .dataset import Dataset
-from .images import SAFE_ID, ImageSource
+from .images import SAFE_ID, ImageLimits, ImageSource
 from .schema import Column, Schema, check_unique, first_row, read_csv_text, validate
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def _check_unique_pairs(frame: pd.DataFrame, path: Path) -> None:
 
 def _read(path: Path, schema: Schema, separator: str = ",", headerless: bool = False) -> pd.DataFrame:
     raw = read_csv_text(path, separator, names=schema.names if headerless else None)
-    return validate(raw, schema, path)
+    return validate(raw, schema, path, separator)
 
 
 def _test_pairs(input_dir: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
@@ -156,8 +156,9 @@ def load(input_dir: Path | str, store: Store | None = None, options: dict[str, A
     files.update(test_files)
     train["image_id"] = _image_stems(train, train_path)
     test["image_id"] = _image_stems(test, next(iter(test_files.values())))
-    images = {"train": ImageSource(_folder(input_dir, "train_images")),
-              "test": ImageSource(_folder(input_dir, "test_images"))}
+    limits = ImageLimits.from_options(options)
+    images = {"train": ImageSource(_folder(input_dir, "train_images"), limits),
+              "test": ImageSource(_folder(input_dir, "test_images"), limits)}
     train["image_split"] = "train"
     # a test pair's image is looked up in test_images/ first, then train_images/
     test["image_split"] = np.where(test["image_id"].map(images["test"].__contains__), "test", "train")
@@ -173,7 +174,9 @@ def load(input_dir: Path | str, store: Store | None = None, options: dict[str, A
     log.info("data: %d scored train pairs (%d images, %d queries), %d test pairs (%d images, %d queries)",
              len(train), train["image"].nunique(), train["query_id"].nunique(), len(test), test["image"].nunique(),
              test["query_id"].nunique())
-    return Dataset.with_labels(task=TASK, train=train.reset_index(drop=True), test=test.reset_index(drop=True),
+    train = train.reset_index(drop=True)
+    train.attrs["source"] = str(train_path)  # named by errors about the rows as a whole
+    return Dataset.with_labels(task=TASK, train=train, test=test.reset_index(drop=True),
                                id_col="query_id", fingerprint=fingerprint, input_dir=input_dir, specs=TARGETS,
                                label_columns=("expert", "crowd"), images=images)
 

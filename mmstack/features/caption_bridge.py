@@ -20,7 +20,7 @@ from sklearn.linear_model import Ridge
 
 from ..errors import ConfigError
 from .base import BlockContext, BlockOutput, FeatureBlock
-from .pair_match import normalise
+from ..projection import unit_rows
 from .registry import register
 
 
@@ -113,7 +113,7 @@ def fit_memory(z_images: np.ndarray, q_captions: np.ndarray, alpha: float) -> di
         weights = np.zeros((z_images.shape[1], q_captions.shape[1]))
     else:
         weights = Ridge(alpha=alpha, fit_intercept=False).fit(z_images, q_captions).coef_.T
-    return {"weights": weights, "images": normalise(z_images), "captions": q_captions}
+    return {"weights": weights, "images": unit_rows(z_images), "captions": q_captions}
 
 
 def score_pairs(memory: dict[str, np.ndarray], z: np.ndarray, ok: np.ndarray, q: np.ndarray,
@@ -123,11 +123,11 @@ def score_pairs(memory: dict[str, np.ndarray], z: np.ndarray, ok: np.ndarray, q:
     of the query with the captions of the ``neighbours`` most similar caption items' images."""
     out = np.full((len(image_codes), len(COLUMNS)), np.nan)
     present = ok[image_codes]
-    mapped = normalise(z @ memory["weights"])
+    mapped = unit_rows(z @ memory["weights"])
     out[:, 0] = np.einsum("nd,nd->n", mapped[image_codes], q[query_codes])
     m = min(neighbours, len(memory["captions"]))
     if m:
-        sims = normalise(z) @ memory["images"].T  # distinct images x caption items
+        sims = unit_rows(z) @ memory["images"].T  # distinct images x caption items
         # one spare neighbour: a caption with the query's own text is skipped. A query is new at search time,
         # so scoring it against itself as a remembered caption would not match search (on Flickr8k the stacked
         # MSE was 0.0338 either way; retrieval of test queries' images went 0.276 -> 0.284 top-1 without it)

@@ -11,7 +11,6 @@ The package ships no ImageNet class names, so classes are integer ids 0..999 onl
 from __future__ import annotations
 
 import importlib.metadata
-import io
 import logging
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -21,11 +20,13 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.images import DEFAULT_LIMITS, ImageLimits, counted_problems, decode_image
 from ..errors import ConfigError
 from ..store import make_key
+from ..projection import pca_projection
 from ..threads import torch_threads
 from .base import BlockContext, BlockOutput, FeatureBlock
-from .image_stats import DECODE_ERRORS, image_refs, images_key
+from .image_stats import image_refs, images_key
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -53,32 +54,32 @@ def model_identity() -> dict[str, str]:
     return {**versions, "weights": weights_path().name}
 
 
-def decode_batch(items: Iterable[tuple[int, bytes | None]], size: int) -> tuple[list[int], list[Image.Image], list[int]]:
+def decode_batch(items: Iterable[tuple[int, bytes | None]], size: int, limits: ImageLimits = DEFAULT_LIMITS
+                 ) -> tuple[list[int], list[Image.Image], list[tuple[int, str]]]:
     """Decode ``(row, JPEG bytes or None)`` items for the model: the rows decoded and their images, and the rows
-    whose bytes were present but unreadable."""
-    got, imgs, unreadable = [], [], []
+    whose bytes were present but not read, with the reason (unreadable, over a limit)."""
+    got, imgs, rejected = [], [], []
     for row, data in items:
-        img = decode_for_model(data, size) if data is not None else None
+        if data is None:
+            continue
+        img, reason = decode_for_model(data, size, limits)
         if img is not None:
             got.append(row)
             imgs.append(img)
-        elif data is not None:
-            unreadable.append(row)
-    return got, imgs, unreadable
+        else:
+            rejected.append((row, reason))
+    return got, imgs, rejected
 
 
-def decode_for_model(data: bytes, size: int) -> Image.Image | None:
-    """Decode JPEG bytes for a ``size`` x ``size`` input, or None when unreadable.
+def decode_for_model(data: bytes, size: int, limits: ImageLimits = DEFAULT_LIMITS
+                     ) -> tuple[Image.Image | None, str | None]:
+    """Decode image bytes for a ``size`` x ``size`` input: ``(image, None)`` or ``(None, why not)``.
 
     ``draft`` lets libjpeg decode big photos at 1/2..1/8 scale (never below ``size``): several times faster
-    on full-size listing photos, a no-op on small ones.
+    on full-size listing photos, a no-op on small ones. The pixel and byte limits apply (:func:`decode_image`).
     """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.draft("RGB", (size, size))
-            return img.convert("RGB")
-    except DECODE_ERRORS:
-        return None
+    decoded, reason = decode_image(data, limits, draft=size)
+    return (decoded.image, None) if decoded is not None else (None, reason)
 
 
 class EfficientNetLite0Encoder:
@@ -146,50 +147,12 @@ class EfficientNetLite0Encoder:
         return np.concatenate(maps)
 
 
-def principal_axes(cov: np.ndarray, k: int, rel_tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """The top ``k`` eigenvalues and unit axes of a covariance matrix, deterministic and rank-safe.
-
-    Axes are sign-fixed (largest loading positive); an axis whose eigenvalue is below ``rel_tol`` times the largest
-    (beyond the data's rank) is zeroed, so that it projects to 0 rather than to amplified noise.
-    """
-    values, vectors = np.linalg.eigh(cov)
-    order = np.argsort(values)[::-1][:k]
-    values, comps = values[order], vectors[:, order]
-    comps = comps * np.where(values > rel_tol * max(values.max(initial=0.0), 1e-30), 1.0, 0.0)
-    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(comps.shape[1])])
-    return values, comps * np.where(signs == 0, 1.0, signs)
-
-
 class PixelBlock(FeatureBlock):
     """A block computed from the images by the EfficientNet-Lite0 model: its key covers pixels and model too."""
 
     def key(self, data, target, input_keys: dict[str, str]) -> str:
         # the data fingerprint covers the CSVs only
         return make_key(super().key(data, target, input_keys), images_key(data.images), model_identity())
-
-
-def pca_projection(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
-    """Exact PCA of ``x[rows]`` to ``k`` float32 columns, computed in row chunks (no float64 copy of all of x).
-
-    Mean and covariance are accumulated in float64 over chunks, then eigendecomposed (1280 x 1280). Components
-    are sign-fixed (largest loading positive) so the result is deterministic; beyond the data's rank they are 0.
-    Run it after inference, not interleaved with it: numpy's BLAS threads then torch's threads fight for the
-    same cores (measured: a forward pass 2x slower when a Gram update ran between batches).
-    """
-    dim = x.shape[1]
-    mean = np.zeros(dim)
-    for s in range(0, len(rows), chunk):
-        mean += x[rows[s:s + chunk]].astype(np.float64).sum(axis=0)
-    mean /= len(rows)
-    cov = np.zeros((dim, dim))
-    for s in range(0, len(rows), chunk):
-        c = x[rows[s:s + chunk]].astype(np.float64) - mean
-        cov += c.T @ c
-    _, comps = principal_axes(cov / len(rows), k, rel_tol=1e-10)
-    out = np.empty((len(rows), k), dtype=np.float32)
-    for s in range(0, len(rows), chunk):
-        out[s:s + chunk] = (x[rows[s:s + chunk]].astype(np.float64) - mean) @ comps
-    return out
 
 
 @register
@@ -236,7 +199,9 @@ class ImageEmbedBlock(PixelBlock):
         entropy = np.full(n, np.nan, dtype=np.float32)
         images = ctx.data.images
         desc = f"image_embed ({encoder.device.type}, {p['image_size']}px)"
-        with torch_threads(p["num_threads"]), tqdm(total=len(wanted), desc=desc, unit="img", leave=False) as bar:
+        limits = next(iter(images.values())).limits if images else DEFAULT_LIMITS
+        with counted_problems(images, "image_embed"), torch_threads(p["num_threads"]), \
+                tqdm(total=len(wanted), desc=desc, unit="img", leave=False) as bar:
             for start in range(0, len(wanted), p["batch_size"]):
                 batch = wanted[start:start + p["batch_size"]]
                 payloads = []
@@ -244,9 +209,9 @@ class ImageEmbedBlock(PixelBlock):
                     source = images.get(refs[i][0])
                     # read_bytes counts a missing image
                     payloads.append((i, source.read_bytes(refs[i][1]) if source is not None else None))
-                got, imgs, unreadable = decode_batch(payloads, p["image_size"])
-                for i in unreadable:
-                    images[refs[i][0]].problems["unreadable"] += 1
+                got, imgs, rejected = decode_batch(payloads, p["image_size"], limits)
+                for i, reason in rejected:
+                    images[refs[i][0]].problems[reason] += 1
                 if imgs:
                     feats, logits = encoder.encode(imgs, batch_size=len(imgs))
                     pooled[got] = feats

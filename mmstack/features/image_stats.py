@@ -5,14 +5,15 @@ hash). The graph block links near-duplicate images by it. It is an identifier, n
 :data:`NON_FEATURE_COLUMNS` and in the output's ``non_features``: models never see it.
 
 A listing without an image, or whose image is missing or unreadable, gets NaN features, ``imgst_has_image`` 0 and
-``phash`` 0; missing and unreadable images are counted in the split's ``ImageSource.problems``.
+``phash`` 0; missing and unreadable images (and images over the limits of ``ImageLimits``) are counted in the
+split's ``ImageSource.problems``. Images larger than ``max_side`` are measured shrunk to it (JPEGs decoded at
+reduced scale), so one huge photo costs neither memory nor minutes; width, height and file size are the original's.
 
 Images are streamed: the main process reads the raw bytes of one chunk at a time and joblib workers decode and
 measure it, so at most a few chunks of encoded bytes (never all decoded images) are in memory at once.
 """
 from __future__ import annotations
 
-import io
 import logging
 from typing import Iterator
 
@@ -21,9 +22,10 @@ import pandas as pd
 import scipy.fft
 import scipy.ndimage
 from joblib import Parallel, delayed
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.images import DEFAULT_LIMITS, ImageLimits, counted_problems, decode_image
 from ..errors import ConfigError
 from ..store import make_key
 from .base import BlockContext, BlockOutput, FeatureBlock
@@ -38,7 +40,6 @@ N_DOMINANT = 3
 PALETTE_LEVELS = 4
 # dominant colours are counted on a small thumbnail: shares barely change and it is ~50x cheaper on big photos
 PALETTE_THUMB = 64
-DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError)
 
 STAT_COLUMNS = (
     ["imgst_width", "imgst_height", "imgst_aspect", "imgst_file_size", "imgst_brightness", "imgst_contrast",
@@ -46,16 +47,6 @@ STAT_COLUMNS = (
      "imgst_mean_b"]
     + [f"imgst_dom{k}_{part}" for k in range(1, N_DOMINANT + 1) for part in ("r", "g", "b", "share")]
 )
-
-
-def decode(data: bytes) -> Image.Image | None:
-    """The RGB image in ``data``, or None when it is not a readable image."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGB")
-    except DECODE_ERRORS:
-        return None
 
 
 def phash(img: Image.Image) -> int:
@@ -100,8 +91,9 @@ def dominant_colours(rgb: np.ndarray, k: int = N_DOMINANT) -> np.ndarray:
     return out
 
 
-def measure(img: Image.Image, file_size: int) -> np.ndarray:
-    """The :data:`STAT_COLUMNS` of one decoded RGB image, as float64."""
+def measure(img: Image.Image, file_size: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The :data:`STAT_COLUMNS` of one decoded RGB image, as float64; ``size``: the original width and height
+    when ``img`` was decoded reduced."""
     # contiguous planes: reductions over strided interleaved channels are several times slower
     r, g, b = np.asarray(img, dtype=np.float32).transpose(2, 0, 1).copy()
     luma = 0.299 * r + 0.587 * g + 0.114 * b  # ITU-R BT.601, what PIL's "L" uses
@@ -116,26 +108,27 @@ def measure(img: Image.Image, file_size: int) -> np.ndarray:
     thumb = img if max(w, h) <= PALETTE_THUMB else img.resize(
         (max(1, round(w * PALETTE_THUMB / max(w, h))), max(1, round(h * PALETTE_THUMB / max(w, h)))),
         Image.Resampling.NEAREST)  # nearest keeps real pixel colours, no blended in-between shades
-    head = [w, h, w / h, file_size, luma.mean(), luma.std(), saturation.mean(), colourfulness, laplacian_var,
-            r.mean(), g.mean(), b.mean()]
+    width, height = size or (w, h)
+    head = [width, height, width / height, file_size, luma.mean(), luma.std(), saturation.mean(), colourfulness,
+            laplacian_var, r.mean(), g.mean(), b.mean()]
     return np.concatenate([np.asarray(head, dtype=np.float64), dominant_colours(np.asarray(thumb)).ravel()])
 
 
-def stats_of(blobs: list[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, hashes and an unreadable flag for each encoded image (None = missing: NaN, not unreadable)."""
+def stats_of(blobs: list[bytes | None], limits: ImageLimits = DEFAULT_LIMITS,
+             max_side: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Features, hashes and why not (None if read) for each encoded image (None = missing: NaN, no reason)."""
     feats = np.full((len(blobs), len(STAT_COLUMNS)), np.nan)
     hashes = np.zeros(len(blobs), dtype=np.int64)
-    unreadable = np.zeros(len(blobs), dtype=bool)
+    reasons: list[str | None] = [None] * len(blobs)
     for i, data in enumerate(blobs):
         if data is None:
             continue
-        img = decode(data)
-        if img is None:
-            unreadable[i] = True
+        decoded, reasons[i] = decode_image(data, limits, draft=max_side, max_side=max_side)
+        if decoded is None:
             continue
-        feats[i] = measure(img, len(data))
-        hashes[i] = phash(img)
-    return feats, hashes, unreadable
+        feats[i] = measure(decoded.image, len(data), decoded.size)
+        hashes[i] = phash(decoded.image)
+    return feats, hashes, reasons
 
 
 def image_refs(ctx: BlockContext) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
@@ -170,12 +163,13 @@ class ImageStatsBlock(FeatureBlock):
     version = "1"
     # threads by default: no worker start-up or pickling, and PIL decoding and numpy on big photos release the
     # GIL; on the 160x120 synthetic images 2 threads, 2 processes and 1 thread all take 9-11 s per 12.3k images
-    default_params = {"n_jobs": 2, "chunk_size": 256, "backend": "threading"}
+    # max_side: images are measured at most this large (width, height and file size stay the original's)
+    default_params = {"n_jobs": 2, "chunk_size": 256, "backend": "threading", "max_side": 1024}
 
     def __init__(self, params=None):
         super().__init__(params)
         p = self.params
-        self.require_ints({"n_jobs": 1, "chunk_size": 1})
+        self.require_ints({"n_jobs": 1, "chunk_size": 1, "max_side": 16})
         if p["backend"] not in ("loky", "threading"):
             raise ConfigError(f"features.image_stats.backend must be 'loky' or 'threading', got {p['backend']!r}")
 
@@ -190,18 +184,22 @@ class ImageStatsBlock(FeatureBlock):
         hashes = np.zeros(n, dtype=np.int64)
         readable = np.zeros(n, dtype=bool)
         images = ctx.data.images
+        limits = next(iter(images.values())).limits if images else DEFAULT_LIMITS
         # generator in, generator out: joblib pulls chunks only as workers free up, so memory stays bounded
         parallel = Parallel(n_jobs=self.params["n_jobs"], backend=self.params["backend"], return_as="generator",
                             pre_dispatch="2*n_jobs")
-        results = parallel(delayed(stats_of)(chunk) for chunk in read_chunks(images, refs, size))
-        with tqdm(total=n, desc="image_stats", unit="img", leave=False) as bar:
-            for c, (f, h, bad) in enumerate(results):
+        with counted_problems(images, "image_stats"), tqdm(total=n, desc="image_stats", unit="img",
+                                                            leave=False) as bar:
+            results = parallel(delayed(stats_of)(chunk, limits, self.params["max_side"])
+                               for chunk in read_chunks(images, refs, size))
+            for c, (f, h, reasons) in enumerate(results):
                 lo = c * size
                 feats[lo:lo + len(f)] = f
                 hashes[lo:lo + len(f)] = h
                 readable[lo:lo + len(f)] = ~np.isnan(f[:, 0])
-                for j in np.flatnonzero(bad):  # counted here: workers' copies of the sources are not ours
-                    images[refs[lo + j][0]].problems["unreadable"] += 1
+                for j, reason in enumerate(reasons):  # counted here: workers' copies of the sources are not ours
+                    if reason is not None:
+                        images[refs[lo + j][0]].problems[reason] += 1
                 bar.update(len(f))
         dense = pd.DataFrame(feats, columns=list(STAT_COLUMNS))
         dense.insert(0, "imgst_has_image", readable.astype(np.float32))

@@ -28,10 +28,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..data.images import counted_problems
 from ..errors import ConfigError
 from ..threads import torch_threads
 from .base import BlockContext, BlockOutput
-from .image_embed import EMBED_DIM, EfficientNetLite0Encoder, PixelBlock, decode_for_model, principal_axes
+from ..projection import principal_axes
+from .image_embed import EMBED_DIM, EfficientNetLite0Encoder, PixelBlock, decode_for_model
 from .image_stats import image_refs
 from .registry import register
 
@@ -59,9 +61,9 @@ def listing_feature_maps(ctx: BlockContext, encoder: EfficientNetLite0Encoder, b
                 split, image_id = refs[i]
                 source = images.get(split)
                 data = source.read_bytes(image_id) if source is not None else None
-                img = decode_for_model(data, size) if data is not None else None
-                if data is not None and img is None:
-                    source.problems["unreadable"] += 1
+                img, reason = decode_for_model(data, size, source.limits) if data is not None else (None, None)
+                if reason is not None:
+                    source.problems[reason] += 1
                 if img is not None:
                     got.append(i)
                     imgs.append(img)
@@ -125,7 +127,8 @@ class ImageTokensBlock(PixelBlock):
             tokens[rows] = ((flat - mean) @ projection).float().numpy().astype(np.float16)
             present[rows] = True
 
-        with torch_threads(p["num_threads"]), torch.inference_mode():
+        with counted_problems(ctx.data.images, "image_tokens"), torch_threads(p["num_threads"]), \
+                torch.inference_mode():
             for rows, maps in listing_feature_maps(ctx, encoder, p["batch_size"], desc="image_tokens"):
                 maps = maps.float().cpu()
                 if projection is None:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..store import make_key
+from ..projection import pca_projection
 from ..threads import torch_threads
 from .base import BlockContext, BlockOutput, FeatureBlock
 from .registry import register
@@ -315,17 +316,13 @@ def reduce_dims(vectors: np.ndarray, n_components: int, seed: int) -> np.ndarray
 
     Always returns ``n_components`` columns: on data with fewer rows or dims the extra columns are 0.
     """
-    from sklearn.decomposition import PCA
-
     out = np.full((len(vectors), n_components), np.nan, np.float32)
-    valid = ~np.isnan(vectors).any(axis=1)
-    fit_rows = vectors[valid]
-    k = min(n_components, fit_rows.shape[0], fit_rows.shape[1])
+    valid = np.flatnonzero(~np.isnan(vectors).any(axis=1))
+    k = min(n_components, len(valid), vectors.shape[1])
     if k < 1:
         return out
-    reduced = PCA(n_components=k, random_state=seed).fit_transform(fit_rows.astype(np.float64))
     out[valid] = 0.0
-    out[np.ix_(valid, np.arange(k))] = reduced
+    out[np.ix_(valid, np.arange(k))] = pca_projection(vectors, valid, k)
     return out
 
 
@@ -334,7 +331,7 @@ class TextEmbedBlock(FeatureBlock):
     """Sentence embeddings per (encoder, field), PCA-reduced, plus the cosine of title vs description."""
 
     name = "text_embed"
-    version = "1"
+    version = "2"
     default_params = {
         "encoders": ["use"],                        # "use" (fast), "e5" (~20 ms per description), "local"
         "fields": ["title", "title_description"],   # or "description"

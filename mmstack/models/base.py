@@ -16,16 +16,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import ConfigError, MmstackError
+from ..errors import ConfigError, ModelError
 from ..folds import Folds
 from ..store import Store, make_key, read_json, write_joblib, write_json, write_parquet
 from ..targets import Target, TargetData, regression_target
 
 log = logging.getLogger(__name__)
-
-
-class ModelError(MmstackError):
-    """A level-1 model produced predictions that cannot be used (nothing of that fold is stored)."""
 
 
 @dataclass
@@ -230,8 +226,8 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
             valid_pred = target.finish(model.predict(fitted, X_valid))
             test_pred = target.finish(model.predict(fitted, X_test))
             if not (np.isfinite(valid_pred).all() and np.isfinite(test_pred).all()):
-                raise ModelError(f"{model.key} fold {k + 1}/{folds.n_folds}: non-finite predictions (nothing "
-                                 "stored); check the inputs for infinite values or lower the learning rate")
+                raise ModelError(f"{model.key} fold {k + 1}/{folds.n_folds}: predictions are not finite (NaN); "
+                                 "nothing stored for it (check the inputs, or lower the learning rate)")
             saved = {"model": fitted, "model_object": model, "valid_pred": valid_pred, "test_pred": test_pred,
                      "score": metric(y[va], valid_pred), "seconds": time.perf_counter() - start,
                      "importance": model.importance(fitted)}

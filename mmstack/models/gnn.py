@@ -45,6 +45,7 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..targets import Target
 from ..metrics import Metric
+from ..projection import whitened
 from ..threads import torch_threads
 from .base import Level1Model, ModelInput
 from .heads import Head
@@ -166,13 +167,8 @@ def project(message: torch.Tensor, n_rows: int, k: int) -> torch.Tensor:
     clipped to [-5, 5]: the graph stream's input width, and so its cost per sampled node, drops ~10x."""
     if message.shape[1] <= k:
         return message
-    x = message.double()
-    mean = x[:n_rows].mean(dim=0)
-    _, values, vectors = torch.linalg.svd(x[:n_rows] - mean, full_matrices=False)
-    scale = values[:k] / np.sqrt(max(1, n_rows - 1))
-    keep = scale > 1e-8 * max(float(scale.max()), 1e-30)
-    projection = vectors[:k].T * torch.where(keep, 1.0 / scale.clamp_min(1e-30), torch.zeros_like(scale))
-    return ((x - mean) @ projection).clamp(-5, 5).float()
+    x = whitened(message.numpy(), np.arange(n_rows), k)
+    return torch.from_numpy(np.clip(x, -5, 5).astype(np.float32))
 
 
 def split_edges(edge_index: torch.Tensor, edge_type: torch.Tensor, n_types: int) -> list[torch.Tensor]:

@@ -129,9 +129,9 @@ def test_laplacian_variance_exact_on_an_impulse():
 
 
 def test_missing_and_corrupt_bytes_give_nan():
-    feats, hashes, bad = stats_of([None, b"not a jpeg at all", jpeg(scene(3))[:200]])
+    feats, hashes, why = stats_of([None, b"not a jpeg at all", jpeg(scene(3))[:200]])
     assert np.isnan(feats).all() and (hashes == 0).all()
-    assert bad.tolist() == [False, True, True]
+    assert why == [None, "unreadable", "unreadable"]
 
 
 # -- the tiny generated dataset, damaged --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 from mmstack.folds import Folds, make_fold_ids
 from mmstack.metrics import METRICS
-from mmstack.models.base import Level1Model, ModelError, ModelInput, train_model
+from mmstack.models.base import Level1Model, ModelInput, train_model
 from mmstack.models.registry import make_model
 from mmstack.store import Store
 from mmstack.targets import Target, TargetData, regression_target
@@ -48,13 +48,6 @@ class Crashing(Level1Model):
         return np.full(X.shape[0], fitted)
 
 
-class Exploding(Crashing):
-    key = "exploding"
-
-    def predict(self, fitted, X):
-        return np.full(X.shape[0], np.inf)
-
-
 def test_lgb_oof_covers_every_row_and_is_deterministic(tmp_path):
     inputs, y = _inputs()
     folds = Folds(make_fold_ids(300, 4, "kfold", 1), 4, "f1")
@@ -93,14 +86,33 @@ def test_resume_continues_at_the_crashed_fold(tmp_path):
     assert resumed.run_key == clean.run_key
 
 
-def test_a_non_finite_fold_is_never_stored(tmp_path):
+class NaNOnFold(Level1Model):
+    """A mean predictor whose third fit predicts NaN (as an MLP that diverged on inf inputs does)."""
+
+    key = "nan_on_fold"
+    default_params = {"bad_fit": 3}
+    fits = 0
+
+    def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
+        NaNOnFold.fits += 1
+        return np.nan if NaNOnFold.fits == self.params["bad_fit"] else float(np.mean(y_train))
+
+    def predict(self, fitted, X):
+        return np.full(X.shape[0], fitted)
+
+
+def test_a_fold_that_is_not_finite_is_never_stored(tmp_path):
+    from mmstack.errors import ModelError
+
     inputs, y = _inputs()
-    folds = Folds(make_fold_ids(300, 3, "kfold", 2), 3, "f3")
+    folds = Folds(make_fold_ids(300, 5, "kfold", 3), 5, "f3")
     store = Store(tmp_path)
-    with pytest.raises(ModelError, match="exploding fold 1/3: non-finite"):
-        train_model(Exploding(target=regression_target("y")), inputs, _data(y, folds, regression_target("y")),
-                    store, "toy")
-    assert not list(tmp_path.rglob("fold*.joblib")) and not list(tmp_path.rglob("*.parquet"))
+    NaNOnFold.fits = 0
+    with pytest.raises(ModelError, match=r"^nan_on_fold fold 3/5: predictions are not finite"):
+        train_model(NaNOnFold(target=UNIT), inputs, _data(y, folds), store, "toy")
+    stored = sorted(p.name for p in (tmp_path / "models" / "toy").glob("*/fold*.joblib"))
+    assert stored == ["fold0.joblib", "fold1.joblib"], "folds 1-2 kept for resume, nothing of fold 3"
+    assert not (tmp_path / "oof").exists()
 
 
 def test_a_class_missing_from_a_fold_keeps_the_shape(tmp_path):

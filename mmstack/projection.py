@@ -1,0 +1,64 @@
+"""One PCA for every place that projects embeddings (image features, image tokens, label and query spaces, text
+embeddings, the graph net's messages), and one row normaliser.
+
+Axes come from the eigendecomposition of a float64 covariance accumulated in row chunks (no float64 copy of a
+large float32 matrix), sign-fixed so results are deterministic, and zeroed beyond the data's rank so that they
+project to 0 rather than to amplified noise.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+def principal_axes(cov: np.ndarray, k: int, rel_tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` eigenvalues and unit axes of a covariance matrix, deterministic and rank-safe.
+
+    Axes are sign-fixed (largest loading positive); an axis whose eigenvalue is below ``rel_tol`` times the largest
+    (beyond the data's rank) is zeroed, so that it projects to 0 rather than to amplified noise.
+    """
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1][:k]
+    values, comps = values[order], vectors[:, order]
+    comps = comps * np.where(values > rel_tol * max(values.max(initial=0.0), 1e-30), 1.0, 0.0)
+    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(comps.shape[1])])
+    return values, comps * np.where(signs == 0, 1.0, signs)
+
+
+def pca_fit(x: np.ndarray, rows: np.ndarray, k: int, rel_tol: float = 1e-10,
+            chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, top-``k`` variances and axes (dim x k) of ``x[rows]``, accumulated in float64 over row chunks."""
+    dim = x.shape[1]
+    mean = np.zeros(dim)
+    for s in range(0, len(rows), chunk):
+        mean += np.asarray(x[rows[s:s + chunk]], np.float64).sum(axis=0)
+    mean /= max(1, len(rows))
+    cov = np.zeros((dim, dim))
+    for s in range(0, len(rows), chunk):
+        c = np.asarray(x[rows[s:s + chunk]], np.float64) - mean
+        cov += c.T @ c
+    values, axes = principal_axes(cov / max(1, len(rows)), k, rel_tol)
+    return mean, values, axes
+
+
+def pca_projection(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+    """Exact PCA of ``x[rows]`` to ``k`` float32 columns, computed in row chunks."""
+    mean, _, axes = pca_fit(x, rows, k, chunk=chunk)
+    out = np.empty((len(rows), k), dtype=np.float32)
+    for s in range(0, len(rows), chunk):
+        out[s:s + chunk] = (np.asarray(x[rows[s:s + chunk]], np.float64) - mean) @ axes
+    return out
+
+
+def whitened(x: np.ndarray, fit_rows: np.ndarray, k: int, rel_tol: float = 1e-8) -> np.ndarray:
+    """All rows of ``x`` projected on the top-``k`` axes of ``x[fit_rows]`` and scaled to unit variance (axes
+    beyond the rank give 0)."""
+    mean, values, axes = pca_fit(x, fit_rows, k, rel_tol)
+    scale = np.sqrt(np.clip(values, 0, None))
+    inverse = np.where(scale > 0, 1.0 / np.maximum(scale, 1e-30), 0.0)
+    return (np.asarray(x, np.float64) - mean) @ (axes * inverse)
