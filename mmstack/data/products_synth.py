@@ -6,7 +6,8 @@ The generative story (also in the README):
   sub-categories of unequal sizes (Dirichlet weights within each category). A sub-category has a median price,
   a drawn shape (some shapes are shared: a yoga mat, a bath mat and a car mat look alike), a colour palette,
   preferred patterns and 2-4 nouns ("Футболка", "Майка", "Футболка оверсайз").
-* **Products.** A product draws its sub-category, a brand of the category's kind with a price tier, a material
+* **Products.** A product draws its sub-category (systematic sampling, so small shares hold on small data), a
+  brand with a price tier (of the category's kind, or one of 6 marketplace-wide labels for 25%), a material
   (leather costs more than polyester), a colour (mostly from the sub-category's palette, sometimes neutral), a
   pattern, 0-2 style words and, for clothes and shoes, a gender (shares per sub-category: dresses are female)
   and an age group (15% child: child sizes, smaller drawn object). Its price is the sub-category median x
@@ -22,9 +23,11 @@ The generative story (also in the README):
   noun or a synonym, agreeing adjectives (gender, age, style, colour), material, brand, model code, in varying
   order with seller words ("Хит!", "новинка 2025"); 9% of titles are generic ("Подарок", "Хит продаж") and 5%
   name another sub-category's noun, so text alone is noisy and image + text does better than either. The
-  description is 1-8 Russian sentences (empty on 15%, simple HTML on 10%), attributes are a JSON object or
-  "key: value; ..." text with the keys in listing order. A repeated listing reuses the product's photos,
-  re-cropped, resized, brightened and re-encoded at another JPEG quality, and its price is the same or near.
+  description is 1-9 Russian sentences, few of them specific to the category (empty on 20%, simple HTML on 10%
+  of the rest); attributes (5% empty) are a JSON object or "key: value; ..." text with the keys in listing
+  order. A repeated listing reuses the product's photos, re-cropped, resized, brightened and re-encoded at
+  another JPEG quality, and its price is the same or near. ``nm`` is a unique 8-9 digit number; images are
+  ``<nm>.jpg`` or ``<nm>_<k>.jpg`` (8% .jpeg, .png or .webp).
 * **Unlabelled rows.** Each label column is empty on 12% of its rows independently (rows to predict); ``group``
   is empty for whole groups covering about 15% of rows (rows to match). gender and age_group are empty for
   products that are not clothes or shoes.

@@ -222,3 +222,11 @@ def test_extra_columns_are_kept_as_text(tmp_path):
     assert cat.frame["seller"].tolist() == ["ООО Ромашка", None]
     assert cat.frame["description"].isna().all() and cat.frame["attributes_parsed"].tolist() == ["", ""]
     assert json.loads(json.dumps(dict(cat.problems))) == {"no_image": 2}
+
+
+def test_one_stem_in_two_formats_keeps_the_jpeg_and_counts_the_other(catalogue_dir):
+    (catalogue_dir / "images" / "102.png").write_bytes(_image_bytes(GREEN, "PNG"))
+    (catalogue_dir / "images" / "102.jpg").write_bytes(_image_bytes(RED))
+    cat = load_catalogue(catalogue_dir)
+    assert cat.images[1] == ["102.jpg"] and cat.problems["duplicate_stem"] == 1
+    assert _close(cat.open_image(1), RED)
