@@ -320,3 +320,18 @@ def test_caption_neighbours_skip_the_querys_own_text():
     expected = np.max([captions[j] @ captions[0] for j in range(1, 4)
                        if j in np.argsort(-(unit_rows(z) @ pair_match.normalise(z_images).T)[0])[:3]])
     assert np.isclose(out[0, 1], expected)
+
+
+def test_caption_bridge_refuses_folds_not_grouped_by_image(flickr_dir, tmp_path):
+    """Under plain K-fold a candidate image's pairs straddle folds, so its own captions would reach its features
+    through the map fitted on the other folds: the run stops before any block is built, saying what to set."""
+    from mmstack.config import Config
+    from mmstack.errors import ConfigError
+    from mmstack.pipeline import run
+
+    cfg = Config.load(ROOT / "configs" / "relevance.toml", [
+        "folds.n_folds=3", "folds.strategy=\"kfold\"", "models.train=['lgb']",
+        *(f"features.pair_match.{k}={v}" for k, v in SMALL.items())])
+    with pytest.raises(ConfigError, match='caption_bridge needs folds grouped by .image.*folds.strategy = "group"'):
+        run(cfg, flickr_dir, tmp_path / "w")
+    assert not (tmp_path / "w" / "features" / "pair_match").exists(), "stopped before building anything"

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from .base import BlockContext, BlockOutput, FeatureBlock
 from .registry import register
 from .tabular import listing_pool
-from .target_encoding import target_statistics
+from .target_encoding import key_coverage, target_statistics
 
 log = logging.getLogger(__name__)
 EDGE_TYPES = ("user", "title", "image", "knn")
@@ -189,6 +189,7 @@ class GraphBlock(FeatureBlock):
         views: dict[int, dict[str, np.ndarray]] = {k: {} for k in range(ctx.folds.n_folds)}
         # regression: the mean target of the neighbours; classification: their class shares
         statistics = target_statistics(ctx.target.target, ctx.target.y, ["mean"], self.params["max_classes"])
+        coverage = {}
         edge_index, edge_type = [], []
         for t, name in enumerate(EDGE_TYPES):
             if name not in self.params["edges"]:
@@ -196,6 +197,7 @@ class GraphBlock(FeatureBlock):
             if name in ("user", "title"):
                 column = "user_id" if name == "user" else "title_key"
                 codes = pool[column].astype("string").fillna("").factorize()[0]
+                coverage[name] = key_coverage(f"graph {name} edges", codes[:n_rows], ctx.target)
                 nb = GroupNeighbours(codes)
                 edges = group_edges(codes, self.params["max_group_links"])
             else:
@@ -211,7 +213,7 @@ class GraphBlock(FeatureBlock):
             edge_type.append(np.full(edges.shape[1], t, dtype=np.int64))
             log.info("graph: %s edges %d", name, edges.shape[1])
         graph = self._pyg(edge_index, edge_type, n_nodes, n_rows)
-        return BlockOutput(dense=pd.DataFrame(features).astype(np.float32), extras={"graph": graph},
+        return BlockOutput(dense=pd.DataFrame(features).astype(np.float32), extras={"graph": graph, "coverage": coverage},
                            train_views={k: pd.DataFrame(v).astype(np.float32) for k, v in views.items()})
 
     def _pairs(self, name: str, ctx: BlockContext) -> np.ndarray:

@@ -7,6 +7,8 @@ problem type (:func:`target_statistics`).
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -16,7 +18,8 @@ from .base import BlockContext, BlockOutput, FeatureBlock
 from .registry import register
 from .tabular import group_name
 
-FORBIDDEN = {"user_id", "item_id"}
+log = logging.getLogger(__name__)
+
 DEFAULT_GROUPS = [
     ["region"], ["city"], ["parent_category_name"], ["category_name"], ["param_1"], ["param_2"], ["param_3"],
     ["user_type"], ["image_top_1"],
@@ -52,6 +55,30 @@ def target_statistics(target: Target, y: np.ndarray, stats: list[str], max_class
     return {f"p_{target.classes[c]}": (y == c).astype(float) for c in sorted(top)}
 
 
+def key_coverage(name: str, codes: np.ndarray, target) -> dict[str, float]:
+    """How often a key's target statistic has something to say, in CV and at prediction time.
+
+    ``train``: share of labelled rows whose key has another labelled row in another fold (what CV measures);
+    ``predict``: share of rows to predict whose key has a labelled row. The one rule for every target statistic
+    keyed by a column (encodings, the graph's neighbour means): it is computed nested out of fold, and when
+    ``predict`` is far below ``train`` (e.g. sellers seen in training but new in the test period) the CV
+    overstates its worth, which is logged as a warning rather than guessed away by a list of forbidden columns.
+    """
+    labelled, predict = target.rows, target.predict_rows
+    n_codes, n_folds = int(codes.max()) + 1, target.folds.n_folds
+    per_key = np.bincount(codes[labelled], minlength=n_codes)
+    key_fold = codes[labelled].astype(np.int64) * n_folds + target.folds.fold
+    per_key_fold = np.bincount(key_fold, minlength=n_codes * n_folds)
+    outside = per_key[codes[labelled]] - per_key_fold[key_fold]
+    train = float((outside > 0).mean()) if len(labelled) else 0.0
+    predicted = float((per_key[codes[predict]] > 0).mean()) if len(predict) else train
+    if len(predict) and predicted < 0.5 * train:
+        log.warning("target statistics by %s: %.0f%% of labelled rows share a key with other folds' rows, but only "
+                    "%.0f%% of the rows to predict have a labelled key: the CV overstates these features",
+                    name, 100 * train, 100 * predicted)
+    return {"train": train, "predict": predicted}
+
+
 @register
 class TargetEncodingBlock(FeatureBlock):
     name = "target_encoding"
@@ -68,10 +95,6 @@ class TargetEncodingBlock(FeatureBlock):
 
     def __init__(self, params=None):
         super().__init__(params)
-        for cols in self.params["groups"]:
-            if FORBIDDEN & set(cols):
-                raise ConfigError(f"features.target_encoding: never encode by {sorted(FORBIDDEN & set(cols))} "
-                                  "(see the README's design note on seller statistics)")
 
     def build(self, ctx: BlockContext) -> BlockOutput:
         rows = ctx.data.all_rows()
@@ -80,12 +103,18 @@ class TargetEncodingBlock(FeatureBlock):
         unknown = sorted({c for cols in groups for c in cols} - set(rows.columns))
         if unknown:
             raise ConfigError(f"features.target_encoding.groups: column(s) {unknown} are not in the data")
+        ids = [cols for cols in groups if ctx.data.id_col in cols]
+        if ids:
+            raise ConfigError(f"features.target_encoding.groups: {ids[0]} holds the row id column "
+                              f"{ctx.data.id_col!r}: every row is its own group, so the encoding is the prior")
+        coverage = {}
         statistics = target_statistics(target.target, target.y, self.params["stats"], self.params["max_classes"])
         m = float(self.params["m"])
         out, views = {}, {k: {} for k in range(target.folds.n_folds)}
         for cols in groups:
             codes = group_codes(rows, cols)
             n_codes = int(codes.max()) + 1
+            coverage[group_name(cols)] = key_coverage(group_name(cols), codes, target)
             for stat, labelled_values in statistics.items():
                 values = np.zeros(len(rows))
                 values[target.rows] = labelled_values
@@ -97,4 +126,5 @@ class TargetEncodingBlock(FeatureBlock):
                 out[name] = encoded.astype(np.float32)
                 for k, view in fold_views.items():
                     views[k][name] = view.astype(np.float32)
-        return BlockOutput(dense=pd.DataFrame(out), train_views={k: pd.DataFrame(v) for k, v in views.items()})
+        return BlockOutput(dense=pd.DataFrame(out), train_views={k: pd.DataFrame(v) for k, v in views.items()},
+                           extras={"coverage": coverage})

@@ -65,11 +65,6 @@ def test_m_estimate_values():
     assert table.tolist() == pytest.approx([(1 + 2 * prior) / 4, (3 + 2 * prior) / 5])
 
 
-def test_user_id_encoding_is_refused():
-    with pytest.raises(ConfigError, match="never encode by"):
-        TargetEncodingBlock({"groups": [["user_id"]]})
-
-
 def test_target_encoding_never_uses_own_target(noise_data):
     ctx = _ctx(noise_data)
     before = TargetEncodingBlock().build(ctx).dense
@@ -182,3 +177,21 @@ def test_early_stopping_on_the_validation_fold_is_only_slightly_optimistic(noise
     n = noise_data.n_train + noise_data.n_test
     noise = BlockOutput(dense=pd.DataFrame(rng.normal(size=(n, 30)), columns=[f"r{i}" for i in range(30)]))
     assert _cv_on(noise, ctx, tmp_path) >= _prior_cv(ctx) * 0.985
+
+
+def test_key_coverage_says_when_cv_overstates_a_key(noise_data, caplog):
+    """One rule for every target statistic by a key: nested out of fold, and a warning when the rows to predict
+    rarely have a labelled key (the CV would then overstate the feature)."""
+    from mmstack.features.target_encoding import key_coverage
+
+    target = _ctx(noise_data).target
+    n = noise_data.n_rows
+    shared = np.arange(n) % 7  # every key in every fold and in the rows to predict
+    assert key_coverage("shared", shared, target) == {"train": 1.0, "predict": 1.0}
+    new_at_test = np.where(np.arange(n) < noise_data.n_train, np.arange(n) % 7, 10_000 + np.arange(n))
+    with caplog.at_level("WARNING"):
+        cov = key_coverage("sellers", new_at_test, target)
+    assert cov == {"train": 1.0, "predict": 0.0} and "CV overstates" in caplog.text
+    TargetEncodingBlock({"groups": [["user_id"]]})  # allowed: the same statistic as the graph's user edges
+    with pytest.raises(ConfigError, match="row id column"):
+        TargetEncodingBlock({"groups": [["item_id"]]}).build(_ctx(noise_data))
