@@ -33,21 +33,20 @@ def child(block: str, data_dir: str, work: str) -> None:
     from mmstack.data import avito
     from mmstack.features.base import BlockCache
     from mmstack.features.registry import make_block
-    from mmstack.folds import load_or_make_folds
+    from mmstack.folds import target_data
     from mmstack.store import Store
 
     store = Store(work)
     data = avito.load(data_dir, store)
     input_mb = (data.train.memory_usage(deep=True).sum() + data.test.memory_usage(deep=True).sum()
                 + sum(f.memory_usage(deep=True).sum() for f in data.extras.values())) / 2**20
-    folds = load_or_make_folds(store, "avito", data.fingerprint, data.n_train)
     cfg = Config.load(Path(__file__).resolve().parents[1] / "configs" / "avito.toml")
     made = {}
 
     def resolve(name):
         return made.setdefault(name, make_block(name, cfg.block_params(name)))
 
-    cache = BlockCache(data, folds, store, seed=42)
+    cache = BlockCache(data, store, seed=42, target=target_data(store, data, data.target()))
     for dep in resolve(block).depends_on:
         cache.get(resolve(dep), resolve)
     base = rss_mb()

@@ -51,21 +51,23 @@ def main() -> None:
         return
     from mmstack.config import Config
     from mmstack.metrics import score_all
-    from mmstack.pipeline import Timer, build_features, prepare, stack_predictions, train_models
+    from mmstack.pipeline import Timer, build_features, prepare, stack_target, train_models
     from mmstack.store import Store
 
     cfg = Config.load(ROOT / "configs" / "relevance.toml", args.overrides)
     store = Store(args.work)
     start = time.perf_counter()
-    spec, data, folds = prepare(cfg, args.data, store, Timer())
-    cache, _ = build_features(cfg, data, folds, store)
-    results = train_models(cfg, spec, data, folds, store, cache)
-    stack, stack_oof, stack_test = stack_predictions(cfg, spec, results, data.y, folds, store)
+    spec, data, targets = prepare(cfg, args.data, store, Timer())
+    target = targets[0]
+    cache = build_features(cfg, data, store, targets)[target.target.name]
+    results = train_models(cfg, spec, target, store, cache)
+    stacked = stack_target(cfg, spec, target, results, store)
+    stack, stack_oof, stack_test = stacked.summary, stacked.oof[:, 0], stacked.test[:, 0]
     seconds = time.perf_counter() - start
-    expert = data.extras["scores"]["expert"].to_numpy(float)
+    expert = data.labels["expert"].to_numpy(float)[target.rows]
     rows = []
     for r in results:
-        rows.append((r.model, score_all(expert, np.clip(r.oof, 0, 1)), r.seconds))
+        rows.append((r.model, score_all(expert, np.clip(r.oof[:, 0], 0, 1)), r.seconds))
     rows.append((f"stack ({stack['method']}, nested)", score_all(expert, np.clip(stack_oof, 0, 1)), None))
     bridge = cache.outputs["pair_match"].dense["pm_use_cos_bridge_all"].to_numpy(float)
     bridge_spearman = score_all(expert, bridge[:data.n_train], ("spearman",))["spearman"]
