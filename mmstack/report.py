@@ -275,6 +275,24 @@ def _target_section(r: TargetReport, section: dict[str, Any], run_dir: Path, sin
     return parts
 
 
+def plot_time(metrics: dict[str, Any], path: Path) -> str:
+    """Where the run's time went: each pipeline step, and within features and models each block and model."""
+    steps = metrics.get("seconds", {})
+    parts = [(f"step: {k}", v) for k, v in steps.items()]
+    parts += [(f"block: {k}", v.get("seconds", 0.0)) for k, v in metrics.get("features", {}).items()]
+    sections = metrics.get("targets") or {metrics.get("target", ""): metrics}
+    for name, section in sections.items():
+        tag = f" ({name})" if len(sections) > 1 else ""
+        parts += [(f"model: {k}{tag}", 0.0 if v.get("reused") else v.get("seconds", 0.0))
+                  for k, v in section.get("models", {}).items()]
+    parts = parts[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(parts) + 1))
+    colours = ["C0" if k.startswith("step") else "C2" if k.startswith("block") else "C1" for k, _ in parts]
+    ax.barh([k for k, _ in parts], [v for _, v in parts], color=colours)
+    ax.set(xlabel="seconds (this run; reused work counts 0)", title="where the time went")
+    return _save(fig, path)
+
+
 def _slug(text: str) -> str:
     import re
 
@@ -296,6 +314,8 @@ def write_report(run_dir: Path, metrics: dict[str, Any], reports: list[TargetRep
     ]
     for r in reports:
         parts += _target_section(r, sections[r.target.name], run_dir, single, images)
+    if metrics.get("seconds"):
+        images.append(("Where the time went", plot_time(metrics, run_dir / "time.png")))
     parts += ["<h2>Time per step</h2>", _table([[k, f"{v:.1f}"] for k, v in step_seconds.items()], ["step", "seconds"]),
               "<h2>Config changes since the previous run</h2>",
               "<pre>" + html.escape("\n".join(config_diff) or "(none)") + "</pre>", "<h2>Plots</h2>"]
