@@ -318,7 +318,7 @@ def test_caption_neighbours_skip_the_querys_own_text():
     assert out.shape == (2, 3) and np.isfinite(out).all()
     assert out[0, 1] < 0.999, "the query's own caption is skipped"
     expected = np.max([captions[j] @ captions[0] for j in range(1, 4)
-                       if j in np.argsort(-(unit_rows(z) @ pair_match.normalise(z_images).T)[0])[:3]])
+                       if j in np.argsort(-(unit_rows(z) @ unit_rows(z_images).T)[0])[:3]])
     assert np.isclose(out[0, 1], expected)
 
 

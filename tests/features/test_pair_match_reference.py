@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmstack.features.pair_match import (RELATIVE, bridge_scores, normalise, pair_frame, reference_images,
+from mmstack.features.pair_match import (RELATIVE, bridge_scores, pair_frame, reference_images,
                                          reference_stats)
 
 PARAMS = {"top_k": 5, "label_components": 4}
