@@ -6,6 +6,7 @@ import numpy as np
 
 from mmstack.features.pair_match import (RELATIVE, bridge_scores, pair_frame, reference_images,
                                          reference_stats)
+from mmstack.projection import unit_rows as normalise
 
 PARAMS = {"top_k": 5, "label_components": 4}
 
