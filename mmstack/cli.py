@@ -58,6 +58,9 @@ def run_cmd(
     input: InputOpt = None,
     workdir: WorkdirOpt = Path("."),
     set_: SetOpt = None,
+    time_limit: Annotated[Optional[float], typer.Option(
+        "--time-limit", help="Seconds for the whole run: blocks and models that will not fit are skipped "
+                             "(reported), never half-trained (default: task.time_limit, else no limit).")] = None,
 ) -> None:
     """Run the pipeline: folds, features, level-1 models, stack, submission, metrics.json and report.html."""
     STATE["workdir"] = workdir
@@ -65,7 +68,11 @@ def run_cmd(
     from .pipeline import run
 
     cfg = Config.load(config, set_ or [])
-    run_dir = run(cfg, input, workdir)
+    if time_limit is not None and not time_limit > 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--time-limit must be a positive number of seconds, got {time_limit}")
+    run_dir = run(cfg, input, workdir, time_limit)
     typer.echo(f"submission: {run_dir / 'submission.csv'}")
     typer.echo(f"report:     {run_dir / 'report.html'}")
 

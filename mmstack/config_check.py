@@ -68,6 +68,7 @@ SETTINGS: dict[str, Setting] = {
     "task.name": Setting("str"),
     "task.input": Setting("str"),
     "task.seed": Setting("int", 0, SEED_MAX),
+    "task.time_limit": Setting("float", 1.0, 10**7),  # seconds for a whole run (mmstack/budget.py)
     "task.targets": Setting("names"),  # which of the task's targets to train (default: every one with labels)
     "data.rows": Setting("int", 1, 10**9),  # avito: size of the embedded synthetic dataset
     "data.crowd_weight": Setting("float", 0.0, 1.0),  # relevance: weight of the crowd share in the target

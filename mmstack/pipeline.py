@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .budget import Budget, ModelSkipped
 from .config import Config, diff_flat
 from .data.dataset import Dataset
 from .data.schema import check_rows_for_folds
@@ -90,9 +91,10 @@ def make_target_data(config: Config, spec: TaskSpec, data: Dataset, store: Store
                        group_by=config.get("folds.group_by", spec.group_column) if strategy == "group" else None)
 
 
-def build_features(config: Config, data: Dataset, store: Store,
-                   targets: list[TargetData]) -> dict[str, BlockCache]:
-    """Build (or reuse) the configured blocks: target-free ones once, target-reading ones per target."""
+def build_features(config: Config, data: Dataset, store: Store, targets: list[TargetData],
+                   budget: Budget | None = None) -> dict[str, BlockCache]:
+    """Build (or reuse) the configured blocks: target-free ones once, target-reading ones per target. Under a time
+    limit, a block whose estimate does not fit is skipped, with the blocks that read it."""
     blocks: dict[str, FeatureBlock] = {}
 
     def resolve(name: str) -> FeatureBlock:
@@ -106,12 +108,34 @@ def build_features(config: Config, data: Dataset, store: Store,
             for t in targets:
                 block.check_folds(t.folds)
     shared = BlockCache(data, store, config.seed)
-    caches = {}
+    caches, skipped = {}, set()
     for t in targets:
         cache = caches[t.target.name] = shared.for_target(t)
         for name in config.blocks:
+            if name in skipped or (budget is not None and not _block_fits(resolve(name), resolve, cache, data,
+                                                                          budget, skipped)):
+                skipped.add(name)
+                continue
             cache.get(resolve(name), resolve)
     return caches
+
+
+def _block_fits(block: FeatureBlock, resolve, cache: BlockCache, data: Dataset, budget: Budget,
+                skipped: set[str]) -> bool:
+    """Under a time limit: do ``block`` and the dependencies not built yet fit in the features' share?"""
+    needed, todo = [], [block]
+    while todo:
+        b = todo.pop()
+        if b.name not in cache.outputs and b.name not in [n.name for n in needed]:
+            needed.append(b)
+            todo += [resolve(d) for d in b.depends_on]
+    missing = [b.name for b in needed if b.name in skipped]
+    if missing:
+        budget.skip("block", block.name, f"needs skipped block(s) {', '.join(missing)}")
+        return False
+    stored = [b for b in needed if b.is_stored(data, cache)]
+    estimate = sum(b.estimate_seconds(data.n_rows) for b in needed if b not in stored)
+    return budget.block_fits(block.name, estimate)
 
 
 def assemble(cache: BlockCache, names: list[str], kind: str, target: TargetData | int) -> ModelInput:
@@ -152,9 +176,10 @@ def join_blocks(outputs: dict[str, BlockOutput], keys: dict[str, str], kind: str
 
 
 def model_blocks(config: Config, key: str, cache: BlockCache) -> tuple[dict[str, Any], list[str]]:
-    """A model's params (without ``blocks``) and the blocks it reads (default: all configured blocks)."""
+    """A model's params (without ``blocks``) and the blocks it reads (default: all configured blocks that were
+    built; a time limit may have skipped some)."""
     params = config.model_params(key)
-    block_names = params.pop("blocks", None) or config.blocks
+    block_names = params.pop("blocks", None) or [b for b in config.blocks if b in cache.outputs]
     unknown = [b for b in block_names if b not in cache.outputs]
     if unknown:
         raise ConfigError(f"models.{key}.blocks names block(s) not in [features] blocks: {', '.join(unknown)}")
@@ -162,18 +187,27 @@ def model_blocks(config: Config, key: str, cache: BlockCache) -> tuple[dict[str,
 
 
 def train_models(config: Config, spec: TaskSpec, target: TargetData, store: Store, cache: BlockCache,
-                 only: list[str] | None = None) -> list[ModelResult]:
+                 only: list[str] | None = None, budget: Budget | None = None) -> list[ModelResult]:
+    """Train (or reuse) the configured models. Under a time limit a model stops before a fold that would not fit
+    and is left out (never half-trained in the stack); the first model always trains, so there is a submission."""
     results = []
     for key in only or config.models:
         params, block_names = model_blocks(config, key, cache)
         model = make_model(key, params, config.seed, target.target)
+        missing = [b for b in model.requires_blocks if b not in block_names]
+        if missing and len(missing) == len(model.requires_blocks) and budget is not None and budget.skipped:
+            budget.skip("model", key, f"needs block(s) {', '.join(missing)}, skipped for time")
+            continue
         inputs = assemble(cache, block_names, model.input_kind, target)
-        results.append(train_model(model, inputs, target, store, spec.name))
+        try:
+            results.append(train_model(model, inputs, target, store, spec.name, budget if results else None))
+        except ModelSkipped as why:
+            budget.skip("model", key, str(why))
     return results
 
 
-def ablation(config: Config, spec: TaskSpec, target: TargetData, store: Store,
-             cache: BlockCache) -> dict[str, dict[str, Any]]:
+def ablation(config: Config, spec: TaskSpec, target: TargetData, store: Store, cache: BlockCache,
+             budget: Budget | None = None, results: list[ModelResult] | None = None) -> dict[str, dict[str, Any]]:
     """CV of one model on the skeleton's blocks, on all blocks, and with each block left out.
 
     ``delta`` is how much worse the variant is than all blocks, in the direction of the target's metric:
@@ -185,7 +219,12 @@ def ablation(config: Config, spec: TaskSpec, target: TargetData, store: Store,
     key = config.get("ablation.model", "lgb")
     params = {**config.model_params(key), **config.get("ablation.params", {})}
     params.pop("blocks", None)
-    blocks = config.blocks
+    blocks = [b for b in config.blocks if b in cache.outputs]
+    if budget is not None and budget.limited:
+        per_fit = next((r.seconds for r in results or [] if r.model == key), None)
+        estimate = (len(blocks) + 2) * (per_fit if per_fit is not None else budget.left())
+        if not budget.fits("step", "ablation", estimate):
+            return {}
     variants = {"all blocks": blocks, "skeleton only": [b for b in config.get("ablation.baseline", ["basic"]) if b in blocks]}
     variants.update({f"without {b}": [x for x in blocks if x != b] for b in blocks if len(blocks) > 1})
     results: dict[str, dict[str, Any]] = {}
@@ -263,21 +302,25 @@ def submission_frame(spec: TaskSpec, data: Dataset, runs: list[TargetRun]) -> pd
     return frame
 
 
-def run(config: Config, input_dir: Path | None = None, workdir: Path | str = ".") -> Path:
-    """Run the whole pipeline; returns the run's folder under ``submissions/``."""
+def run(config: Config, input_dir: Path | None = None, workdir: Path | str = ".",
+        time_limit: float | None = None) -> Path:
+    """Run the whole pipeline; returns the run's folder under ``submissions/``. ``time_limit`` (or
+    ``task.time_limit``): seconds for the whole run (:mod:`mmstack.budget`)."""
+    limit = time_limit if time_limit is not None else config.get("task.time_limit")
+    budget = Budget(float(limit) if limit else None)
     store = Store(workdir)
     timer = Timer()
     input_dir = resolve_input(config, input_dir)
     spec, data, targets = prepare(config, input_dir, store, timer)
     with timer.step("features"):
-        caches = build_features(config, data, store, targets)
+        caches = build_features(config, data, store, targets, budget)
     runs = []
     for i, t in enumerate(targets):
         cache = caches[t.target.name]
         with timer.step("models"):
-            results = train_models(config, spec, t, store, cache)
+            results = train_models(config, spec, t, store, cache, budget=budget)
         with timer.step("ablation"):  # the primary target's only: a block's worth is judged once
-            ablation_cv = ablation(config, spec, t, store, cache) if i == 0 else {}
+            ablation_cv = ablation(config, spec, t, store, cache, budget, results) if i == 0 else {}
         with timer.step("stack"):
             stacked = stack_target(config, spec, t, results, store)
         runs.append(TargetRun(t, cache, results, stacked, ablation_cv))
@@ -299,6 +342,8 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
                              "seconds": round(primary.cache.seconds[n], 3)} for n in primary.cache.keys},
         })
         metrics["seconds"] = dict(timer.seconds)
+        if budget.limited:
+            metrics["budget"] = budget.summary()
         write_report(folder.path, metrics, reports, timer.seconds, changes)
         folder.publish({"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
                         "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),

@@ -316,6 +316,12 @@ def write_report(run_dir: Path, metrics: dict[str, Any], reports: list[TargetRep
         parts += _target_section(r, sections[r.target.name], run_dir, single, images)
     if metrics.get("seconds"):
         images.append(("Where the time went", plot_time(metrics, run_dir / "time.png")))
+    if metrics.get("budget"):
+        b = metrics["budget"]
+        parts += [f"<h2>Time limit</h2><p>limit {b['limit']:.0f} s, run took {b['seconds']:.0f} s before the report; "
+                  f"{len(b['skipped'])} thing(s) skipped to fit.</p>",
+                  _table([[s["kind"], s["name"], s["why"], s["at_seconds"]] for s in b["skipped"]]
+                         or [["", "nothing", "", ""]], ["skipped", "name", "why", "at second"])]
     parts += ["<h2>Time per step</h2>", _table([[k, f"{v:.1f}"] for k, v in step_seconds.items()], ["step", "seconds"]),
               "<h2>Config changes since the previous run</h2>",
               "<pre>" + html.escape("\n".join(config_diff) or "(none)") + "</pre>", "<h2>Plots</h2>"]

@@ -136,6 +136,8 @@ class FeatureBlock:
     reads_target: ClassVar[bool] = False
     depends_on: ClassVar[tuple[str, ...]] = ()
     default_params: ClassVar[dict[str, Any]] = {}
+    # measured throughput on the 2-core reference machine (BENCHMARKS.md "Feature blocks"), for time planning
+    rows_per_second: ClassVar[float | None] = None
 
     def __init__(self, params: dict[str, Any] | None = None):
         unknown = set(params or {}) - set(self.default_params)
@@ -161,6 +163,18 @@ class FeatureBlock:
     def key(self, data: Dataset, target: TargetData | None, input_keys: dict[str, str]) -> str:
         target_part = (target.folds.key, target.target.key()) if self.reads_target and target else None
         return make_key(self.name, self.version, data.fingerprint, self.params, target_part, input_keys)
+
+    def estimate_seconds(self, n_rows: int) -> float:
+        """Expected build time for ``n_rows`` rows (0 when the block has no measured throughput)."""
+        return n_rows / self.rows_per_second if self.rows_per_second else 0.0
+
+    def is_stored(self, data: Dataset, cache: "BlockCache") -> bool:
+        """Is this block already in the store for ``data`` (so building it costs nothing)? Target-free blocks
+        only; a target-reading block is assumed to need building."""
+        if self.reads_target or any(d not in cache.keys for d in self.depends_on):
+            return False
+        key = self.key(data, None, {d: cache.keys[d] for d in self.depends_on})
+        return (cache.store.path("features", self.name, key) / "meta.json").is_file()
 
     def build(self, ctx: BlockContext) -> BlockOutput:  # pragma: no cover - abstract
         raise NotImplementedError

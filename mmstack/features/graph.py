@@ -160,6 +160,7 @@ def neighbour_features(name: str, nb, log_price: np.ndarray, ctx: BlockContext, 
 @register
 class GraphBlock(FeatureBlock):
     name = "graph"
+    rows_per_second = 1300  # measured here at the default params (README), for --time-limit
     version = "4"
     reads_target = True
     default_params = {

@@ -160,6 +160,7 @@ class ImageEmbedBlock(PixelBlock):
     """EfficientNet-Lite0 pooled features (PCA-reduced), ImageNet top-k probabilities and classes, entropy."""
 
     name = "image_embed"
+    rows_per_second = 390  # measured here at the default params (README), for --time-limit
     version = "1"
     # Defaults sized for ~12.3k images on 2 CPU cores (measured per image on the 160x120 synthetic photos):
     # 96 px costs 1.5-2.5 ms with 2 threads and 2.5-3.5 ms with 1, against 9-18 / 24-26 ms at the native 224, and

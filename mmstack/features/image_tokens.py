@@ -95,6 +95,7 @@ class ImageTokensBlock(PixelBlock):
     """Per listing a grid of PCA-projected EfficientNet-Lite0 patch tokens (float16) and a presence flag."""
 
     name = "image_tokens"
+    rows_per_second = 280  # measured here at the default params (README), for --time-limit
     version = "1"
     default_params = {"image_size": 128, "components": 32, "pca_images": 512, "batch_size": 16, "num_threads": 1}
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..budget import Budget
 from ..errors import ConfigError, ModelError
 from ..folds import Folds
 from ..store import Store, make_key, read_json, write_joblib, write_json, write_parquet
@@ -95,6 +96,7 @@ class Level1Model:
     input_kind: ClassVar[str] = "dense"  # "dense" (frames with categorical codes) or "sparse" (CSR)
     default_params: ClassVar[dict[str, Any]] = {}
     row_tables: ClassVar[tuple[str, ...]] = ()  # attributes set by bind() from all rows' inputs
+    requires_blocks: ClassVar[tuple[str, ...]] = ()  # the family needs at least one of these blocks
 
     def __init__(self, params: dict[str, Any] | None = None, seed: int = 42, target: Target | None = None):
         unknown = set(params or {}) - set(self.default_params)
@@ -187,9 +189,11 @@ def load_fold(store: Store, task: str, name: str, k: int) -> tuple[Level1Model, 
     return saved["model_object"], saved["model"]
 
 
-def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store: Store, task: str) -> ModelResult:
+def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store: Store, task: str,
+                budget: Budget | None = None) -> ModelResult:
     """Fit ``model`` on every fold of ``data``, or reuse what is stored; returns OOF and fold-averaged test
-    predictions (rows x outputs, made valid for the target by :meth:`Target.finish`)."""
+    predictions (rows x outputs, made valid for the target by :meth:`Target.finish`). With a ``budget``, the model
+    stops (:class:`~mmstack.budget.ModelSkipped`) before a fold its remaining folds' time would not fit."""
     target, y, folds = data.target, data.y, data.folds
     if model.target.key() != target.key():
         raise ValueError(f"{model.key} was made for target {model.target.name}, not {target.name}")
@@ -211,7 +215,7 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
     oof = np.full((len(y), n_out), np.nan)
     covered = np.zeros(len(y), dtype=np.int32)
     test_sum = np.zeros((len(inputs.test_ids), n_out))
-    fold_scores, fold_seconds, importance = [], [], {}
+    fold_scores, fold_seconds, importance, fitted_seconds = [], [], {}, []
     X_test = inputs.rows(inputs.test_ids)
     model.bind(inputs)
     for k, tr, va in folds.split():
@@ -220,6 +224,8 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
             saved = joblib.load(fold_file)
             log.info("%s fold %d/%d reused (%s=%.5f)", model.key, k + 1, folds.n_folds, metric.name, saved["score"])
         else:
+            if budget is not None:
+                budget.check_fold(model.key, k, folds.n_folds, fitted_seconds)
             start = time.perf_counter()
             X_valid = inputs.rows(inputs.train_ids[va])
             fitted = model.fit_fold(inputs.training_rows(k, tr), y[tr], X_valid, y[va], inputs.categorical)
@@ -232,6 +238,7 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
                      "score": metric(y[va], valid_pred), "seconds": time.perf_counter() - start,
                      "importance": model.importance(fitted)}
             write_joblib(fold_file, saved)
+            fitted_seconds.append(saved["seconds"])
             log.info("%s fold %d/%d %s=%.5f (%.1fs)", model.key, k + 1, folds.n_folds, metric.name, saved["score"],
                      saved["seconds"])
         oof[va] = saved["valid_pred"]

@@ -182,6 +182,7 @@ class GraphSAGEModel(Level1Model):
     key = "gnn"
     version = "2"
     row_tables = ("_graph", "_X", "_edge_index", "_edge_type")
+    requires_blocks = ("graph",)
     default_params = {
         # edge types of the graph block to pass messages along; image edges (near-duplicate hashes, the densest
         # type on the embedded data) cost a third of the time and scored no better in CV

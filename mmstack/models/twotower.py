@@ -49,6 +49,7 @@ class TwoTowerModel(Level1Model):
     key = "twotower"
     version = "2"
     row_tables = ("_tables",)
+    requires_blocks = ("pair_match",)
     default_params = {
         "width": 64,
         "hidden": 128,

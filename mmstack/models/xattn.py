@@ -109,6 +109,7 @@ class CrossAttentionModel(Level1Model):
     key = "xattn"
     version = "2"
     row_tables = ("_tokens",)
+    requires_blocks = ("text_tokens", "image_tokens")
     default_params = {
         "hidden": 128,  # tabular width; the head has hidden // 2 units
         "width": 32,  # token width of both modalities and of the attention
