@@ -12,8 +12,8 @@ spaced letters (б л я), repeated letters (бляяяя). :func:`normalise` ma
 * runs of short fragments ("б л я", "пи зда") are joined when, and only when, the joined word is in the lexicon;
 * a letter repeated three or more times is written once ("бляяяя" -> "бля", "оооочень" -> "очень").
 
-Because ambiguous readings are settled by the lexicon, ordinary words are never rewritten into swear words
-unless they were written with look-alike symbols in a way that only a swear word explains.
+Ambiguous readings are settled by the lexicon, so an ordinary word becomes a swear word only when it was
+written with symbols in a way that only a swear word explains.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import itertools
 import re
 import unicodedata
 from functools import lru_cache
+from typing import Iterable, Iterator
 
 from .lexicon import Lexicon, default_lexicon
 
@@ -30,155 +31,159 @@ LATIN = {
     "k": "к", "l": "л", "m": "мт", "n": "пн", "o": "о", "p": "рп", "q": "к", "r": "гр", "s": "с", "t": "т",
     "u": "иу", "v": "в", "w": "шв", "x": "х", "y": "уый", "z": "з",
 }
-# Latin digraphs of transliteration (blyat, zhopa, chmo); tried as a second reading of all-Latin words
+# Latin digraphs of transliteration (blyat, zhopa, chmo), tried first for all-Latin words
 DIGRAPHS = (("shch", "щ"), ("sch", "щ"), ("sh", "ш"), ("ch", "ч"), ("zh", "ж"), ("kh", "х"), ("ts", "ц"),
             ("ya", "я"), ("ja", "я"), ("yu", "ю"), ("ju", "ю"), ("yo", "е"), ("jo", "е"), ("ye", "е"))
 TRANSLIT = {"a": "а", "b": "б", "c": "ц", "d": "д", "e": "е", "f": "ф", "g": "г", "h": "х", "i": "и", "j": "й",
             "k": "к", "l": "л", "m": "м", "n": "н", "o": "о", "p": "п", "q": "к", "r": "р", "s": "с", "t": "т",
             "u": "у", "v": "в", "w": "в", "x": "х", "y": "ы", "z": "з"}
-LEET = {"0": "о", "1": "ил", "3": "зе", "4": "ча", "6": "б", "7": "т", "8": "в", "9": "я", "@": "а", "$": "с",
+LEET = {"0": "о", "1": "ил", "3": "зе", "4": "ча", "6": "б", "7": "т", "8": "в", "9": "я", "@": "ая", "$": "с",
         "€": "е"}
-# a run of mask symbols (х*й, бл#дь, б**дь, п***ц) stands for one of these letters or clusters; the first that
-# makes a lexicon word is taken (most frequent hidden letters first)
-MASK_CHARS = "*#%@$!?&_"
+# A run of mask symbols (х*й, бл#дь, б**дь, п***ц) hides as many letters (a run of three or more: three or
+# four); the first fill that makes a lexicon word is taken, most often hidden letters first.
+MASK_CHARS = "*#%&"
 MASK_LETTERS = tuple("уйиеяаоюылзбхдтсркнпмь")
-MASK_CLUSTERS = ("ля", "уй", "зд", "изд", "изде", "ид", "ба", "еба", "ер", "уе", "уи", "ую", "уя", "ук", "оп",
-                 "ов", "ан", "уйн", "ляд", "лят", "ят", "яд", "ра", "ен", "ух", "ие", "ед", "ал", "ова")
+MASK_CLUSTERS = ("ля", "уй", "зд", "ид", "ба", "ер", "уе", "уи", "ую", "уя", "ук", "оп", "ов", "ан", "ят", "яд",
+                 "ра", "ен", "ух", "ие", "ед", "ал", "изд", "еба", "уйн", "ляд", "лят", "ова", "изде", "здец")
+# fills by run length: one letter; two (frequent clusters first, then any pair); three or four
+MASK_FILLS = {1: MASK_LETTERS,
+              2: tuple(dict.fromkeys([c for c in MASK_CLUSTERS if len(c) == 2]
+                                     + [x + y for x in MASK_LETTERS for y in MASK_LETTERS])),
+              3: tuple(c for c in MASK_CLUSTERS if len(c) == 4) + tuple(c for c in MASK_CLUSTERS if len(c) == 3)}
 SEPARATORS = ".-_|/\\'`~"
+# a word: letters, digits and mask/leet symbols, possibly cut by separators (с.у.к.а, мда...ж*па, кто-то)
+WORD_CHARS = r"[^\W_]|[*#%&@$€]"
+TOKEN = re.compile(rf"(?:{WORD_CHARS})+(?:[.\-_|/\\'`~]+(?:{WORD_CHARS})+)*")
+SEPARATED = re.compile(r"([.\-_|/\\'`~]+)")
+MASK_RUN = re.compile(r"([*#%&]+)")
 CYRILLIC = re.compile(r"[а-я]")
 LATIN_LETTER = re.compile(r"[a-z]")
-PLAIN_WORD = re.compile(r"[а-я]+(?:-[а-я]+)*")
+PLAIN_WORD = re.compile(r"[а-я]+")
 ZERO_WIDTH = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff\u0300-\u036f]")
 PI = re.compile(r"3[.,]14(?=[а-яa-z*])")  # 3.14здец = пиздец
 REPEAT = re.compile(r"([а-яa-z])\1{2,}")
-# a word's core: from its first to its last letter or digit, with symbols inside
-CORE = re.compile(r"^(\W*?)([\w*#%@$€|][\w*#%@$€|.\-_/\\'`~,+!?&]*[\w*#%@$€|]|[\w*#%@$€|])(\W*)$")
-MASK_RUN = re.compile(r"([*#%@$!?&_]+)")
-SEPARATED = re.compile(r"([.\-_|/\\'`~]+)")
-MAX_READINGS = 256
+MAX_READINGS = 1024
 MAX_RUN = 8  # longest run of fragments joined into one word
+ONE_LETTER_WORDS = set("аивкосуя")
 
 
 def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
-    # NFKC keeps й and ё composed; strip only stray combining marks left after it
-    text = ZERO_WIDTH.sub("", text).lower().replace("ё", "е")
+    # NFKC folds full-width and styled letters; the combining marks it leaves (stray accents) are dropped
+    text = ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower().replace("ё", "е")
     return PI.sub("пи", text)
 
 
-def _options(char: str) -> str:
-    """Readings of one character: itself for Cyrillic and unknown symbols."""
-    return LATIN.get(char) or LEET.get(char) or char
-
-
-def _slots(base: str) -> list[str | tuple[str, ...]]:
-    """Options per position; a run of mask symbols is one position (one letter or a cluster)."""
+def _slots(word: str) -> list[str | tuple[str, ...]]:
+    """Options per position of a word; a run of mask symbols is one position (one letter or a cluster)."""
     slots: list[str | tuple[str, ...]] = []
-    for run in MASK_RUN.split(base):
+    for run in MASK_RUN.split(word):
         if not run:
             continue
         if run[0] in MASK_CHARS:
-            leet = (LEET[run],) if run in LEET else ()  # a lone @ or $ is usually a letter (з@ебал)
-            # a run of k symbols hides at most k + 1 letters (х*й, б**дь, п***ц)
-            fills = MASK_LETTERS + MASK_CLUSTERS if len(run) == 1 else MASK_CLUSTERS + MASK_LETTERS
-            slots.append(leet + tuple(f for f in fills if len(f) <= len(run) + 1))
+            slots.append(MASK_FILLS.get(len(run)) or MASK_FILLS[3])
         else:
-            slots.extend(_options(char) for char in run)
+            slots.extend(LATIN.get(c) or LEET.get(c) or c for c in run)
     return slots
 
 
-def _readings(core: str) -> "itertools.chain[str]":
-    """Candidate Cyrillic readings of one word core, most likely first (lazily, capped)."""
-    bases = [core]
-    # separators inside a word (с.у.к.а, х-у-й, пи.зда) are dropped when they cut it into letters or short
-    # pieces; two longer pieces are two words (кто-то, слово.слово)
-    parts = [p for p in SEPARATED.split(core) if p and p[0] not in SEPARATORS]
-    if len(parts) >= 2 and sum(len(p) > 2 for p in parts) <= 1:
-        bases.append("".join(parts))
-    streams = []
-    for base in bases:
-        if LATIN_LETTER.search(base) and not CYRILLIC.search(base):
-            # an all-Latin word is more often transliterated (blyat, pizdec) than spelt with look-alikes (cyka)
-            translit = base
-            for latin, cyr in DIGRAPHS:
-                translit = translit.replace(latin, cyr)
-            streams.append(iter(["".join(TRANSLIT.get(c, c) for c in translit)]))
-        product = itertools.product(*_slots(base))
-        streams.append(itertools.islice(("".join(p) for p in product), MAX_READINGS))
-    return itertools.chain(*streams)
+def _readings(word: str) -> Iterator[str]:
+    """Candidate Cyrillic readings of a word without separators, most likely first (lazily, capped)."""
+    if LATIN_LETTER.search(word) and not CYRILLIC.search(word):
+        # an all-Latin word is more often transliterated (blyat, pizdec) than spelt with look-alikes (cyka)
+        translit = word
+        for latin, cyr in DIGRAPHS:
+            translit = translit.replace(latin, cyr)
+        yield "".join(TRANSLIT.get(c, c) for c in translit)
+    product = itertools.product(*_slots(word))
+    yield from itertools.islice(("".join(p) for p in product), MAX_READINGS)
 
 
 def _known(lexicon: Lexicon, word: str) -> bool:
     return bool(PLAIN_WORD.fullmatch(word)) and lexicon.category(word) is not None
 
 
-@lru_cache(maxsize=100_000)
-def _deobfuscate(core: str, lexicon: Lexicon) -> str:
-    """The reading of a non-Cyrillic word core: a lexicon word if one explains it, else a safe default."""
-    if PLAIN_WORD.fullmatch(core) and "-" not in core:
-        return core
-    masked = sum(c in MASK_CHARS for c in core)
-    letters = sum(c.isalpha() for c in core)
-    # a masked word needs a letter to anchor it and three characters in all (х**, с*ка), not "*" or "х*"
-    if letters >= 1 and letters + masked >= (3 if masked else 2):
-        for reading in _readings(core):
-            if _known(lexicon, reading):
-                return reading
-    # default: a part with Cyrillic and Latin look-alikes or inner digits reads as Cyrillic; a Latin part
-    # (iphone-чехол), a number with its unit (10шт) and a masked part stay as written
-    return "".join(_default_reading(part) for part in SEPARATED.split(core))
-
-
-def _default_reading(part: str) -> str:
-    if not (CYRILLIC.search(part) and (LATIN_LETTER.search(part) or any(c.isdigit() for c in part))):
-        return part
+def _default_reading(word: str) -> str:
+    """A word no lexicon reading explains: Cyrillic with stray Latin look-alikes or inner digits reads as
+    Cyrillic (ёбaный, пр1вет); English, numbers with units (10шт) and masked words stay as written."""
+    if not (CYRILLIC.search(word) and any(c in LATIN or c in LEET for c in word)):
+        return word
     out = []
-    for i, char in enumerate(part):
-        inner = 0 < i < len(part) - 1 and part[i - 1].isalpha() and part[i + 1].isalpha()
-        if char in LATIN or (char.isdigit() and char in LEET and inner):
+    for i, char in enumerate(word):
+        inner = 0 < i < len(word) - 1 and word[i - 1].isalpha() and word[i + 1].isalpha()
+        if char in LATIN or (char in LEET and (inner or not char.isdigit())):
             out.append((LATIN.get(char) or LEET[char])[0])
         else:
             out.append(char)
     return "".join(out)
 
 
-def _split(token: str) -> tuple[str, str, str]:
-    match = CORE.match(token)
-    if not match:
-        return token, "", ""
-    return match.group(1), match.group(2), match.group(3)
+def _read_word(word: str, lexicon: Lexicon) -> str:
+    if PLAIN_WORD.fullmatch(word):
+        return word
+    masked = sum(c in MASK_CHARS for c in word)
+    letters = sum(c.isalpha() for c in word)
+    # a masked word needs a letter to anchor it and three characters in all (х**, с*ка), not "*" or "х*"
+    if letters >= 1 and letters + masked >= (3 if masked else 2):
+        for reading in _readings(word):
+            if _known(lexicon, reading):
+                return reading
+    return _default_reading(word)
 
 
-def _join_fragments(words: list[list[str]], lexicon: Lexicon) -> list[list[str]]:
-    """Join runs of short fragments ("б л я", "пи зда", "х у й") whose join is a lexicon word."""
-    out, i = [], 0
-    while i < len(words):
-        best = None
-        if 0 < len(words[i][1]) <= 3:
-            run_end = i
-            while run_end < len(words) and 0 < len(words[run_end][1]) <= 3 and run_end - i < MAX_RUN:
-                run_end += 1
-            for j in range(run_end, i + 1, -1):  # longest join first, at least two fragments
-                cores = [w[1] for w in words[i:j]]
-                if sum(len(c) > 2 for c in cores) > 1 or any(w[3] for w in words[i:j]):
-                    continue
-                if not all(any(ch.isalpha() for ch in c) for c in cores):  # "_" or "*" alone is no fragment
-                    continue
-                # punctuation may only stand before the first fragment and after the last
-                if any(w[2].strip(SEPARATORS) for w in words[i:j - 1]) or \
-                        any(w[0].strip(SEPARATORS) for w in words[i + 1:j]):
-                    continue
-                joined = _deobfuscate("".join(cores), lexicon)
-                if _known(lexicon, joined):
-                    best = (j, [words[i][0], joined, words[j - 1][2], True])
-                    break
-        if best:
-            out.append(best[1])
-            i = best[0]
-        else:
-            out.append(words[i])
-            i += 1
-    return out
+@lru_cache(maxsize=100_000)
+def read_token(token: str, lexicon: Lexicon) -> str:
+    """The reading of one token (a word, possibly cut by separators): a lexicon word if one explains it."""
+    if PLAIN_WORD.fullmatch(token):
+        return token
+    pieces = SEPARATED.split(token)
+    parts = pieces[0::2]
+    # separators inside a word (с.у.к.а, х-у-й, пи.зда) are dropped when they cut it into letters or short
+    # pieces; longer pieces are words of their own (кто-то, мда...ж*па)
+    if len(parts) >= 2 and sum(len(p) > 2 for p in parts) <= 1:
+        joined = _read_word("".join(parts), lexicon)
+        if _known(lexicon, joined):
+            return joined
+    return "".join(p if i % 2 else _read_word(p, lexicon) for i, p in enumerate(pieces))
+
+
+def _is_fragment(word: str, known: bool) -> bool:
+    return 0 < len(word) <= 3 and not known and any(ch.isalpha() for ch in word)
+
+
+def _splits_a_word(left: str, right: str) -> bool:
+    """Whether a join that starts or stops between these two fragments cuts a spaced word ("т е б я"): two
+    single letters of which neither is a one-letter word ("и с у к а" may leave the "и" out)."""
+    return len(left) == 1 and len(right) == 1 and left not in ONE_LETTER_WORDS and right not in ONE_LETTER_WORDS
+
+
+def _best_join(words: list[str], gaps: list[str], known: list[bool], i: int, lexicon: Lexicon):
+    """(start, end, joined) of the join of fragments starting from position ``i`` on, or None.
+
+    The longest run of single letters is preferred, then the fewest pieces (пи зда), then (two spaced words in a
+    row, "б л я т ь с у к а") the longest join of four or more letters that cuts a spaced word.
+    """
+    end = i
+    while end < len(words) and _is_fragment(words[end], known[end]) and end - i < MAX_RUN:
+        end += 1
+    letters, pieces, cutting = [], [], []
+    for a in range(i, end):
+        for b in range(a + 2, end + 1):
+            run = words[a:b]
+            if sum(len(w) > 2 for w in run) > 1 or any(g.strip() for g in gaps[a + 1:b]):
+                continue  # at most one longer piece; only spaces between the pieces
+            cuts = (a > 0 and _splits_a_word(words[a - 1], run[0])) or \
+                (b < len(words) and _splits_a_word(run[-1], words[b]))
+            if cuts:
+                cutting.append((a, b))
+            else:
+                (letters if all(len(w) == 1 for w in run) else pieces).append((a, b))
+    order = (sorted(letters, key=lambda ab: ab[0] - ab[1]) + sorted(pieces, key=lambda ab: ab[1] - ab[0])
+             + sorted(cutting, key=lambda ab: ab[0] - ab[1]))
+    for a, b in order:
+        joined = read_token("".join(words[a:b]), lexicon)
+        if _known(lexicon, joined) and ((a, b) not in cutting or len(joined) >= 4):
+            return a, b, joined
+    return None
 
 
 def normalise(text: object, lexicon: Lexicon | None = None) -> str:
@@ -186,18 +191,31 @@ def normalise(text: object, lexicon: Lexicon | None = None) -> str:
     if not isinstance(text, str) or not text.strip():
         return ""
     lexicon = lexicon or default_lexicon()
-    words = []
-    for token in _fold(text).split():
-        lead, core, trail = _split(token)
-        reading = _deobfuscate(core, lexicon) if core else ""
-        # the fourth field: the word is a lexicon word already (never merged with its neighbours)
-        words.append([lead, reading, trail, bool(reading) and _known(lexicon, reading)])
-    words = _join_fragments(words, lexicon)
-    text = " ".join(f"{lead}{core}{trail}" for lead, core, trail, _ in words)
+    text = _fold(text)
+    tokens = list(TOKEN.finditer(text))
+    # gaps[k] is the text before word k; gaps[-1] the text after the last word
+    gaps = [text[(tokens[k - 1].end() if k else 0):m.start()] for k, m in enumerate(tokens)]
+    gaps.append(text[tokens[-1].end():] if tokens else text)
+    words = [read_token(m.group(0), lexicon) for m in tokens]
+    known = [_known(lexicon, w) for w in words]
+    out, k = [], 0
+    while k < len(words):
+        join = _best_join(words, gaps, known, k, lexicon) if _is_fragment(words[k], known[k]) else None
+        if join:
+            a, b, joined = join
+            for j in range(k, a):
+                out.extend((gaps[j], words[j]))
+            out.extend((gaps[a], joined))
+            k = b
+        else:
+            out.extend((gaps[k], words[k]))
+            k += 1
+    out.append(gaps[-1])
+    text = " ".join("".join(out).split())
     return REPEAT.sub(r"\1", text)
 
 
-def normalise_many(texts) -> list[str]:
+def normalise_many(texts: Iterable[object]) -> list[str]:
     """:func:`normalise` of each text (None/NaN -> "")."""
     lexicon = default_lexicon()
     return [normalise(t, lexicon) for t in texts]
