@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 import re
 
+import pandas as pd
+
 from .lexicon import Lexicon, default_lexicon
 
 KINDS = ("leet", "mask", "spaced", "dotted", "latin", "translit", "repeat", "case")
@@ -90,3 +92,25 @@ def fragment(text: str, seed: int, low: int = 3, high: int = 8, around: int = 0)
     size = rng.randint(low, high)
     start = max(0, min(around - rng.randint(0, size - 1), len(words) - size))
     return " ".join(words[start:start + size])
+
+
+def _first_toxic_word(text: str, rewrites: list[str]) -> int:
+    """Index of the first word of a toxic ``text`` that none of its neutral rewrites uses (0 if none)."""
+    kept = {w for r in rewrites for w in re.findall(r"\w+", r.lower())}
+    for i, word in enumerate(text.split()):
+        found = re.findall(r"\w+", word.lower())
+        if found and any(w not in kept for w in found):
+            return i
+    return 0
+
+
+def fragments(frame: pd.DataFrame, seed: int) -> pd.Series:
+    """A 3-8 word window of each text of ``frame`` (text, toxic, pair_id): around the word that its neutral
+    rewrites dropped for a toxic text (so the window stays toxic), from the start for a neutral one."""
+    out = pd.Series("", index=frame.index, dtype=object)
+    for _, group in frame.groupby("pair_id", sort=False):
+        rewrites = group.loc[group["toxic"] == 0, "text"].tolist()
+        for idx, text, toxic in zip(group.index, group["text"], group["toxic"]):
+            around = _first_toxic_word(text, rewrites) if toxic == 1 and rewrites else 0
+            out[idx] = fragment(text, seed, around=around)
+    return out

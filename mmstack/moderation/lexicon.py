@@ -33,7 +33,12 @@ class Lexicon:
 
     @classmethod
     def load(cls, path: Path = LEXICON_FILE) -> "Lexicon":
-        spec = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.loads(Path(path).read_text(encoding="utf-8"))
+
+    @classmethod
+    def loads(cls, text: str) -> "Lexicon":
+        """A lexicon from the text of a lexicon TOML file (a trained model carries the one it was trained with)."""
+        spec = tomllib.loads(text)
         patterns, vetoes = {}, {}
         for name in CATEGORIES:
             section = spec.get(name, {})
