@@ -63,7 +63,8 @@ ZERO_WIDTH = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff\u0300-\u036f]")
 PI = re.compile(r"3[.,]14(?=[а-яa-z*])")  # 3.14здец = пиздец
 REPEAT = re.compile(r"([а-яa-z])\1{2,}")
 MAX_READINGS = 1024
-MAX_RUN = 8  # longest run of fragments joined into one word
+MAX_RUN = 12  # longest run of fragments joined into one swear word
+MAX_SCAN = 24  # fragments looked at for one
 ONE_LETTER_WORDS = set("аивкосуя")
 
 
@@ -141,7 +142,8 @@ def read_token(token: str, lexicon: Lexicon) -> str:
     # pieces; longer pieces are words of their own (кто-то, мда...ж*па)
     if len(parts) >= 2 and sum(len(p) > 2 for p in parts) <= 1:
         joined = _read_word("".join(parts), lexicon)
-        if _known(lexicon, joined):
+        # a word spelt out letter by letter (р.е.к.о.м.е.н.д.у.ю) is a word whatever it is; т.е. stays
+        if _known(lexicon, joined) or (len(parts) >= 3 and all(len(p) == 1 for p in parts)):
             return joined
     return "".join(p if i % 2 else _read_word(p, lexicon) for i, p in enumerate(pieces))
 
@@ -163,11 +165,11 @@ def _best_join(words: list[str], gaps: list[str], known: list[bool], i: int, lex
     row, "б л я т ь с у к а") the longest join of four or more letters that cuts a spaced word.
     """
     end = i
-    while end < len(words) and _is_fragment(words[end], known[end]) and end - i < MAX_RUN:
+    while end < len(words) and _is_fragment(words[end], known[end]) and end - i < MAX_SCAN:
         end += 1
     letters, pieces, cutting = [], [], []
     for a in range(i, end):
-        for b in range(a + 2, end + 1):
+        for b in range(a + 2, min(end, a + MAX_RUN) + 1):
             run = words[a:b]
             if sum(len(w) > 2 for w in run) > 1 or any(g.strip() for g in gaps[a + 1:b]):
                 continue  # at most one longer piece; only spaces between the pieces
@@ -182,7 +184,22 @@ def _best_join(words: list[str], gaps: list[str], known: list[bool], i: int, lex
     for a, b in order:
         joined = read_token("".join(words[a:b]), lexicon)
         if _known(lexicon, joined) and ((a, b) not in cutting or len(joined) >= 4):
+            if a > i:  # a spaced word before it ("к а к о й б л я т ь") is joined first, on its own
+                return _plain_join(words, gaps, i, a, lexicon) or (a, b, joined)
             return a, b, joined
+    return _plain_join(words, gaps, i, len(words), lexicon)
+
+
+def _plain_join(words: list[str], gaps: list[str], i: int, limit: int, lexicon: Lexicon):
+    """A spaced-out word without a swear word ("р е к о м е н д у ю") is still one word: the run of single
+    letters from ``i`` (before ``limit``), unless they are all one-letter words ("а я и в с ним")."""
+    singles = i
+    while singles < limit and len(words[singles]) == 1 and words[singles].isalpha():
+        singles += 1
+    run = words[i:singles]
+    if len(run) >= 3 and any(w not in ONE_LETTER_WORDS for w in run) and \
+            not any(g.strip() for g in gaps[i + 1:singles]):
+        return i, singles, read_token("".join(run), lexicon)
     return None
 
 

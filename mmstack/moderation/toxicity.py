@@ -274,10 +274,12 @@ def read_training_data(path: Path) -> pd.DataFrame:
     for column in ("text", "toxic"):
         if column not in frame.columns:
             raise InputError(file, "missing column (expected text, toxic and optionally pair_id)", column)
-    bad = ~frame["toxic"].isin([0, 1])
-    if bad.any():
+    labels = pd.to_numeric(frame["toxic"], errors="coerce")
+    bad = ~labels.isin([0, 1])
+    if bad.any():  # rows are counted from 1, the header not counted (as in mmstack.data.schema)
         raise InputError(file, f"expected 0 or 1, got {frame['toxic'][bad].iloc[0]!r}", "toxic",
-                         int(np.flatnonzero(bad)[0]) + 2)
+                         int(np.flatnonzero(bad)[0]) + 1)
+    frame["toxic"] = labels.astype(int)
     if "pair_id" not in frame.columns:
         frame["pair_id"] = np.arange(len(frame)).astype(str)
     frame["text"] = frame["text"].fillna("").astype(str)
