@@ -161,6 +161,32 @@ def search_cmd(
         typer.echo(f"contact sheet: {result.sheet}")
 
 
+@app.command("moderate")
+def moderate_cmd(
+    texts: Annotated[Optional[Path], typer.Option(help="CSV file of texts to screen.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output CSV: the input's columns + toxicity + toxic.")] = None,
+    column: Annotated[str, typer.Option(help="Column of --texts that holds the text.")] = "text",
+    threshold: Annotated[Optional[float], typer.Option(help="toxic = 1 at or above this score "
+                                                            "(default: configs/moderation.toml).")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Folder of images to screen (not implemented yet).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Moderation config (default configs/moderation.toml).")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Lexicon and character model only, no embeddings.")] = False,
+) -> None:
+    """Screen texts for toxicity and profanity (Russian): a score 0..1 and a 0/1 verdict per row."""
+    from .errors import ConfigError
+
+    if images is not None:
+        raise ConfigError("--images: image moderation is not implemented yet; screen texts with --texts FILE.csv")
+    if texts is None or out is None:
+        raise ConfigError("moderate needs --texts FILE.csv and --out OUT.csv")
+    from .moderation.screen import moderate_file
+
+    summary = moderate_file(texts, out, column=column, threshold=threshold, config=config,
+                            embeddings=False if fast else None)
+    typer.echo(f"{summary['rows']} rows, {summary['toxic']} toxic at threshold {summary['threshold']:.2f} "
+               f"-> {summary['out']}")
+
+
 @app.command("runs")
 def runs_cmd(
     workdir: WorkdirOpt = Path("."),

@@ -257,7 +257,7 @@ def make_encoder(name: str, *, num_threads: int | None = None, prefix: str = "qu
 
 
 def embed_texts(encoder: SentenceEncoder, texts: Sequence[str | None], batch_size: int = 256,
-                desc: str | None = None) -> np.ndarray:
+                desc: str | None = None, progress: bool = True) -> np.ndarray:
     """Vectors for ``texts`` (n, dim), float32; each distinct non-empty text is encoded once, empty or
     missing texts get a NaN row. Unique texts are encoded shortest first, so padded batches stay tight."""
     values = pd.Series(list(texts), dtype=object)
@@ -265,7 +265,8 @@ def embed_texts(encoder: SentenceEncoder, texts: Sequence[str | None], batch_siz
     codes, uniques = pd.factorize(values[present])
     order = np.argsort([len(t) for t in uniques], kind="stable")
     unique_vectors = None
-    with tqdm(total=len(uniques), desc=desc or f"embedding ({encoder.name})", unit="text", leave=False) as bar:
+    with tqdm(total=len(uniques), desc=desc or f"embedding ({encoder.name})", unit="text", leave=False,
+              disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             vectors = encoder.encode([uniques[i] for i in idx])
