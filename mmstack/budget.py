@@ -34,8 +34,9 @@ class Budget:
     limit: float | None = None
     started: float = field(default_factory=time.perf_counter)
     features_share: float = 0.4  # of the budget, for the feature blocks
-    reserve_share: float = 0.1  # kept back for stacking and the report
-    min_reserve: float = 5.0
+    reserve_share: float = 0.15  # kept back for stacking and the report (its plots take seconds)
+    min_reserve: float = 10.0
+    min_model_share: float = 0.05  # a model starts only with at least this share of the budget left
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -67,6 +68,16 @@ class Budget:
                                  "for features")
         return False
 
+    def fold_deadline(self, model: str, fold: int, n_folds: int, fold_seconds: list[float]) -> float | None:
+        """Before fitting fold ``fold`` (0-based): stop the model when its remaining folds will not fit
+        (:class:`ModelSkipped`); else the ``time.monotonic()`` by which this fold must end, so that the remaining
+        folds share what is left (a family stops boosting or its epochs there; None without a limit)."""
+        if self.limit is None:
+            return None
+        self.check_fold(model, fold, n_folds, fold_seconds)
+        share = (self.left() - self.reserve()) / (n_folds - fold)
+        return time.monotonic() + max(share, 0.0)
+
     def check_fold(self, model: str, fold: int, n_folds: int, fold_seconds: list[float]) -> None:
         """Before fitting fold ``fold`` (0-based): stop the model when its remaining folds will not fit."""
         if self.limit is None:
@@ -75,8 +86,8 @@ class Budget:
         if fold_seconds:
             estimate = sum(fold_seconds) / len(fold_seconds) * (n_folds - fold)
             why = f"{n_folds - fold} more folds at {sum(fold_seconds) / len(fold_seconds):.1f} s each"
-        else:
-            estimate, why = 0.0, "no time left"
+        else:  # a model's first fold: it needs a fair share of what is left, or it would be cut to nothing
+            estimate, why = self.min_model_share * (self.limit or 0.0), "too little time left for a model"
         if left <= 0 or estimate > left:
             raise ModelSkipped(f"{why} need ~{estimate:.0f} s, {max(left, 0):.0f} s left before the reserve")
 

@@ -107,8 +107,19 @@ class Level1Model:
         self.seed = seed
         self.target = target or regression_target()
 
+    # a time limit's end for the fold being fitted (time.monotonic()); families stop boosting / epochs there and
+    # set ``truncated`` (mmstack.budget)
+    deadline: float | None = None
+    truncated: bool = False
+
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in self.row_tables}
+        return {k: v for k, v in self.__dict__.items() if k not in self.row_tables + ("deadline", "truncated")}
+
+    def out_of_time(self) -> bool:
+        """Has the fold's deadline passed? (Marks the fold truncated.)"""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.truncated = True
+        return self.truncated
 
     def bind(self, inputs: ModelInput) -> None:
         """Called once before the fold loop (and before predicting new rows): a model that needs more than its
@@ -220,12 +231,15 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
     model.bind(inputs)
     for k, tr, va in folds.split():
         fold_file = fold_path(store, task, name, k)
-        if fold_file.is_file():
-            saved = joblib.load(fold_file)
+        saved = joblib.load(fold_file) if fold_file.is_file() else None
+        if saved is not None and saved.get("truncated") and (budget is None or not budget.limited):
+            saved = None  # cut short by an earlier run's time limit: fit it properly now
+        if saved is not None:
             log.info("%s fold %d/%d reused (%s=%.5f)", model.key, k + 1, folds.n_folds, metric.name, saved["score"])
         else:
             if budget is not None:
-                budget.check_fold(model.key, k, folds.n_folds, fitted_seconds)
+                model.deadline = budget.fold_deadline(model.key, k, folds.n_folds, fitted_seconds)
+            model.truncated = False
             start = time.perf_counter()
             X_valid = inputs.rows(inputs.train_ids[va])
             fitted = model.fit_fold(inputs.training_rows(k, tr), y[tr], X_valid, y[va], inputs.categorical)
@@ -234,7 +248,11 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
             if not (np.isfinite(valid_pred).all() and np.isfinite(test_pred).all()):
                 raise ModelError(f"{model.key} fold {k + 1}/{folds.n_folds}: predictions are not finite (NaN); "
                                  "nothing stored for it (check the inputs, or lower the learning rate)")
-            saved = {"model": fitted, "model_object": model, "valid_pred": valid_pred, "test_pred": test_pred,
+            if model.truncated:
+                log.warning("%s fold %d/%d: stopped at the time limit's fold deadline", model.key, k + 1,
+                            folds.n_folds)
+            saved = {"model": fitted, "model_object": model, "truncated": model.truncated,
+                     "valid_pred": valid_pred, "test_pred": test_pred,
                      "score": metric(y[va], valid_pred), "seconds": time.perf_counter() - start,
                      "importance": model.importance(fitted)}
             write_joblib(fold_file, saved)

@@ -70,9 +70,14 @@ class LightGBMModel(Level1Model):
                             weight=self.sample_weight(y_train))
         valid = lgb.Dataset(self._missing_codes_as_nan(X_valid, cats), y_valid, reference=train,
                             categorical_feature=cats)
+        def stop_at_deadline(env) -> None:
+            if self.out_of_time():
+                raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
+
         booster = lgb.train(self._booster_params(), train, num_boost_round=self.params["max_rounds"],
                             valid_sets=[valid],
-                            callbacks=[lgb.early_stopping(self.params["early_stopping"], verbose=False)])
+                            callbacks=[lgb.early_stopping(self.params["early_stopping"], verbose=False),
+                                       stop_at_deadline])
         return booster, cats
 
     def predict(self, fitted, X) -> np.ndarray:
@@ -86,6 +91,16 @@ class LightGBMModel(Level1Model):
 
 
 # ---- CatBoost ------------------------------------------------------------------------------------------------
+class _Deadline:
+    """CatBoost callback: stop boosting at the model's fold deadline (mmstack.budget)."""
+
+    def __init__(self, model: Level1Model):
+        self.model = model
+
+    def after_iteration(self, info) -> bool:
+        return not self.model.out_of_time()
+
+
 CAT_LOSSES = {"binary": "Logloss", "multiclass": "MultiClass"}
 CAT_METRICS = {"rmse": "RMSE", "mse": "RMSE", "mae": "MAE", "auc": "AUC", "accuracy": "Accuracy",
                "logloss": {"binary": "Logloss", "multiclass": "MultiClass"}}
@@ -124,7 +139,8 @@ class CatBoostModel(Level1Model):
             model = CatBoostRegressor(loss_function=p["loss_function"], **common)
         model.fit(Pool(self._cats_as_int(X_train, cats), y_train, cat_features=cats,
                        weight=self.sample_weight(y_train)),
-                  eval_set=Pool(self._cats_as_int(X_valid, cats), y_valid, cat_features=cats), use_best_model=True)
+                  eval_set=Pool(self._cats_as_int(X_valid, cats), y_valid, cat_features=cats), use_best_model=True,
+                  callbacks=[_Deadline(self)] if self.deadline is not None else None)
         return model, cats
 
     @staticmethod
@@ -192,14 +208,20 @@ class XGBoostModel(Level1Model):
         if t.problem == "multiclass":
             params["num_class"] = t.n_classes
         valid = self._matrix(X_valid, cats, y_valid)
+        class StopAtDeadline(xgb.callback.TrainingCallback):
+            def after_iteration(cb, model, epoch, evals_log) -> bool:  # noqa: N805
+                return self.out_of_time()
+
         booster = xgb.train(params, self._matrix(X_train, cats, y_train, self.sample_weight(y_train)),
                             num_boost_round=p["max_rounds"], evals=[(valid, "valid")],
-                            early_stopping_rounds=p["early_stopping"], verbose_eval=False)
+                            early_stopping_rounds=p["early_stopping"], verbose_eval=False,
+                            callbacks=[StopAtDeadline()])
         return booster, cats
 
     def predict(self, fitted, X) -> np.ndarray:
         booster, cats = fitted
-        return booster.predict(self._matrix(X, cats), iteration_range=(0, booster.best_iteration + 1))
+        best = getattr(booster, "best_iteration", None)  # unset when a time limit stopped the first round
+        return booster.predict(self._matrix(X, cats), iteration_range=(0, best + 1) if best is not None else (0, 0))
 
     def importance(self, fitted) -> dict[str, float]:
         booster, _ = fitted

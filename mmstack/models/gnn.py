@@ -274,7 +274,7 @@ class GraphSAGEModel(Level1Model):
         with torch_threads(p["num_threads"]):
             pred = _train_graph(net, head, self.target.metric, (numeric, message, codes, active), self._edge_index,
                                 self._edge_type, self._n_types, loss_ids, y_loss, valid_ids, y_valid, p, self.seed,
-                                device, n_rows)
+                                device, n_rows, self.out_of_time)
         return {"scaler": scaler, "head": head, "net": net.cpu(), "pred": pred.astype(np.float32)}
 
     def _message_columns(self, numeric: list[str]) -> set[str]:
@@ -302,7 +302,8 @@ class GraphSAGEModel(Level1Model):
 def _train_graph(net: GraphSAGENet, head: Head, metric: Metric, features, edge_index: torch.Tensor,
                  edge_type: torch.Tensor, n_types: int,
                  loss_ids: np.ndarray, y_loss: np.ndarray, valid_ids: np.ndarray, y_valid: np.ndarray,
-                 p: dict[str, Any], seed: int, device: torch.device, n_rows: int) -> np.ndarray:
+                 p: dict[str, Any], seed: int, device: torch.device, n_rows: int,
+                 out_of_time=lambda: False) -> np.ndarray:
     """Train ``net``; returns the row nodes' predictions at the best validation epoch.
 
     Steps: full batch (``batch_size`` 0, one step per epoch) or mini-batches of ``batch_size`` loss nodes with
@@ -374,6 +375,8 @@ def _train_graph(net: GraphSAGENet, head: Head, metric: Metric, features, edge_i
             waited += 1
             if waited >= p["patience"]:
                 break
+        if out_of_time():  # a time limit's fold deadline: keep the best epoch so far
+            break
     net.load_state_dict(best_state)
     return best_pred if best_pred is not None else predict_all()
 

@@ -54,7 +54,7 @@ class MLPModel(Level1Model):
         seed_everything(self.seed)  # before the weights are initialised
         net = MLPNet(len(scaler.numeric), scaler.cardinality, p["hidden"], p["dropout"], head)
         net = fit_with_params(net, head, self.target.metric, p, self.seed, scaler.transform(X_train), y_train,
-                              scaler.transform(X_valid), y_valid, desc="mlp")
+                              scaler.transform(X_valid), y_valid, desc="mlp", out_of_time=self.out_of_time)
         return scaler, head, net
 
     def predict(self, fitted, X) -> np.ndarray:

@@ -45,7 +45,7 @@ def predict_batches(net: nn.Module, head: Head, tensors: Sequence[torch.Tensor],
 def train_net(net: nn.Module, head: Head, metric: Metric, train: Sequence[torch.Tensor], y_train: np.ndarray,
               valid: Sequence[torch.Tensor], y_valid: np.ndarray, *, epochs: int, batch_size: int, lr: float,
               weight_decay: float, patience: int, seed: int, desc: str = "net",
-              device: torch.device | None = None) -> nn.Module:
+              device: torch.device | None = None, out_of_time=lambda: False) -> nn.Module:
     """Fit ``net`` (which maps a batch of ``train`` tensors to logits for ``head``); returns it at its best
     validation epoch by ``metric``."""
     seed_everything(seed)
@@ -80,19 +80,21 @@ def train_net(net: nn.Module, head: Head, metric: Metric, train: Sequence[torch.
             waited += 1
             if waited >= patience:
                 break
+        if out_of_time():  # a time limit's fold deadline: keep the best epoch so far
+            break
     net.load_state_dict(best_state)
     return net.cpu()
 
 
 def fit_with_params(net: nn.Module, head: Head, metric: Metric, params: dict, seed: int,
                     train: Sequence[torch.Tensor], y_train: np.ndarray, valid: Sequence[torch.Tensor],
-                    y_valid: np.ndarray, desc: str) -> nn.Module:
+                    y_valid: np.ndarray, desc: str, out_of_time=lambda: False) -> nn.Module:
     """:func:`train_net` with a net model's usual params (epochs, batch_size, lr, weight_decay, patience), on
     ``params['num_threads']`` CPU threads (restored after)."""
     with torch_threads(params["num_threads"]):
         return train_net(net, head, metric, train, y_train, valid, y_valid, epochs=params["epochs"],
                          batch_size=params["batch_size"], lr=params["lr"], weight_decay=params["weight_decay"],
-                         patience=params["patience"], seed=seed, desc=desc)
+                         patience=params["patience"], seed=seed, desc=desc, out_of_time=out_of_time)
 
 
 def predict_on_device(net: nn.Module, head: Head, tensors: Sequence[torch.Tensor], num_threads: int | None,

@@ -96,7 +96,7 @@ class TwoTowerModel(Level1Model):
         net = TwoTowerNet(len(scaler.numeric), self._tables["query"].shape[1], self._tables["image"].shape[1],
                           p["width"], p["hidden"], p["dropout"], head)
         net = fit_with_params(net, head, self.target.metric, p, self.seed, self._tensors(scaler, X_train), y_train,
-                              self._tensors(scaler, X_valid), y_valid, desc="twotower")
+                              self._tensors(scaler, X_valid), y_valid, desc="twotower", out_of_time=self.out_of_time)
         return scaler, head, net
 
     def predict(self, fitted, X) -> np.ndarray:

@@ -171,7 +171,7 @@ class CrossAttentionModel(Level1Model):
                                 self._tokens["tokens"].shape[2], head, width=p["width"], heads=p["heads"],
                                 hidden=p["hidden"], dropout=p["dropout"])
         net = fit_with_params(net, head, self.target.metric, p, self.seed, self._tensors(scaler, X_train), y_train,
-                              self._tensors(scaler, X_valid), y_valid, desc="xattn")
+                              self._tensors(scaler, X_valid), y_valid, desc="xattn", out_of_time=self.out_of_time)
         return scaler, head, net
 
     def predict(self, fitted, X) -> np.ndarray:
