@@ -154,6 +154,23 @@ def search_cmd(
         typer.echo(f"contact sheet: {result.sheet}")
 
 
+@app.command("moderate")
+def moderate_cmd(
+    images: Annotated[Path, typer.Option(help="Folder of photos to screen (jpg, png, gif, webp, bmp).")],
+    out: Annotated[Path, typer.Option(help="CSV to write: image,nsfw,minor,verdict,reason per image file.")],
+    config: Annotated[Optional[Path], typer.Option(help="Moderation config with an [images] table "
+                                                        "(default: the shipped thresholds).")] = None,
+) -> None:
+    """Screen photos: NSFW score, minors score and a verdict per image file (unreadable files get a reason)."""
+    from .moderation_images.batch import screen_images
+    from .moderation_images.settings import ImageModerationSettings
+
+    counts = screen_images(images, out, ImageModerationSettings.load(config))
+    typer.echo(f"{counts['images']} image files: " + ", ".join(f"{counts.get(v, 0)} {v}"
+                                                               for v in ("ok", "flagged", "unreadable"))
+               + f" ({counts['images_per_second']:.1f} images/s) -> {out}")
+
+
 @app.command("runs")
 def runs_cmd(
     workdir: WorkdirOpt = Path("."),

@@ -157,8 +157,10 @@ class MinorFilter:
     def estimate(self, image_bytes: bytes) -> list[float] | None:
         """Estimated ages of the faces in an encoded image, or None when it cannot be decoded."""
         image = decode_image(image_bytes)
-        if image is None:
-            return None
+        return None if image is None else self.estimate_image(image)
+
+    def estimate_image(self, image: Image.Image) -> list[float]:
+        """Estimated ages of the faces in a decoded RGB image (upscaled to ``upscale_to`` first when smaller)."""
         if self.upscale_to is not None and max(image.size) < self.upscale_to:
             scale = self.upscale_to / max(image.size)
             image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
