@@ -147,7 +147,8 @@ def search_cmd(
     for i, (image, score) in enumerate(zip(result.ranked["image"], result.ranked["score"]), start=1):
         table.add_row(str(i), image, f"{score:.3f}")
     Console().print(table)
-    typer.echo(f"withheld by the legal filter (a face estimated under age): {result.withheld} image(s)")
+    typer.echo(f"withheld by the legal filter (minors classifier or a face estimated under age): "
+               f"{result.withheld} image(s)")
     if result.unreadable:
         typer.echo(f"not readable images (skipped, not ranked): {result.unreadable} file(s)")
     if result.sheet:
