@@ -1,12 +1,14 @@
 """Photo-text mismatch: the kit's zero-shot image-text score between a listing's text and each of its photos.
 
-The score is the relevance task's label bridge (:mod:`mmstack.features.pair_match`): the photo's ImageNet class
-probabilities (EfficientNet-Lite0, 224 px) weight the sentence vectors of "a photo of {class}", and the text's
-sentence vector (multilingual USE, so Russian listings work) is compared with that bridge vector by cosine.
-Cosines of one text with any image sit at a level set by the text itself, so the score is that cosine in units
-of the text's spread over the 1000 class vectors: ``(cos(text, bridge) - mean_j cos(text, class_j)) /
-std_j cos(text, class_j)``. It needs no training data (on Flickr8k it separated a photo's own caption from
-another photo's caption with ROC AUC 0.83 against 0.75 for the plain cosine; BENCHMARKS.md).
+The score is built on the relevance task's label bridge (:mod:`mmstack.features.pair_match`): every ImageNet
+class name is embedded as "a photo of {class}" with the multilingual USE sentence encoder (Russian listings work),
+and the text's cosine with each class vector is weighted by the photo's class probabilities (EfficientNet-Lite0,
+224 px): the text's expected similarity to what the photo shows (pair_match's ``expected_sim``). It is given in
+units of the text's own spread over the 1000 class vectors, ``(sum_j p_j cos(text, class_j) - mean_j cos(text,
+class_j)) / std_j cos(text, class_j)``: 0 is "no better than a class picked at random" (a photo the classifier
+cannot read, with flat probabilities, scores 0), and texts of any wording sit on one scale. It needs no training
+data; on Flickr8k it separated a photo's own caption from another photo's caption with ROC AUC 0.83, against 0.75
+for the plain cosine of the text with the probability-weighted class vector (BENCHMARKS.md).
 
 A listing is flagged when every readable photo scores below the threshold (``[images] mismatch_threshold``).
 """
@@ -83,13 +85,9 @@ class ImageTextScorer:
 
     def score_vectors(self, text_vectors: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """Scores (n_texts, n_images) from unit text vectors and class probabilities."""
-        from ..projection import unit_rows
-
-        labels = self.labels()
-        bridge = unit_rows(np.asarray(probs, np.float64) @ labels)  # (n_images, d)
-        sims = text_vectors @ labels.T  # (n_texts, 1000)
+        sims = text_vectors @ self.labels().T  # (n_texts, 1000)
         spread = np.maximum(sims.std(axis=1, keepdims=True), 1e-9)
-        return (text_vectors @ bridge.T - sims.mean(axis=1, keepdims=True)) / spread
+        return (sims @ np.asarray(probs, np.float64).T - sims.mean(axis=1, keepdims=True)) / spread
 
     def scores(self, texts: Sequence[str], images: Sequence[Image.Image]) -> np.ndarray:
         """Scores (n_texts, n_images) of every text against every image."""

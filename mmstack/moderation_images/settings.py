@@ -26,7 +26,7 @@ class ImageModerationSettings:
     face_age_threshold: float = 25.0  # a face estimated younger than this withholds the image
     face_upscale_to: int = 1000  # small photos are upscaled to this longer side before face detection
     use_faces: bool = True  # run the face-age check beside the classifier (about half the time per image)
-    mismatch_threshold: float = 0.0  # listing flagged when every photo's image-text score is below this
+    mismatch_threshold: float = 0.05  # listing flagged when every photo's image-text score is below this
     max_image_pixels: int = 50_000_000
     max_image_bytes: int = 32 * 2**20
     batch_size: int = 16
