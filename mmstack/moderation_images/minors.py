@@ -219,9 +219,11 @@ class ChildFilter:
             log.warning("minors filter: face check failed (%s: %s); image withheld", type(exc).__name__, exc)
             return None
 
-    def check_many(self, items: dict[str, bytes], cache_path: Path | None = None) -> dict[str, MinorDecision]:
+    def check_many(self, items: dict[str, bytes], cache_path: Path | None = None,
+                   face_cache_path: Path | None = None) -> dict[str, MinorDecision]:
         """Decide for each named encoded image; with ``cache_path`` the classifier's scores are kept per content
-        hash (and model version) in a JSON file, and the face ages in the face filter's own cache beside it."""
+        hash (and model version) in a JSON file, and the face ages in the face filter's own cache
+        (``face_cache_path``, default ``decisions.json`` beside it)."""
         version = f"{self.model.version};limits={self.limits.max_pixels},{self.limits.max_bytes}"
         scores = _load_scores(cache_path, version) if cache_path is not None else {}
         hashes = {name: content_hash(data) for name, data in items.items()}
@@ -239,7 +241,8 @@ class ChildFilter:
             _write_scores(cache_path, version, scores)
         faces = {}
         if self.face_filter is not None:
-            face_cache = None if cache_path is None else Path(cache_path).with_name("decisions.json")
+            face_cache = face_cache_path or (None if cache_path is None else
+                                             Path(cache_path).with_name("decisions.json"))
             faces = self.face_filter.check_many(items, cache_path=face_cache)
         out = {}
         for name, h in hashes.items():
