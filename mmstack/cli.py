@@ -154,7 +154,8 @@ def search_cmd(
     for i, (image, score) in enumerate(zip(result.ranked["image"], result.ranked["score"]), start=1):
         table.add_row(str(i), image, f"{score:.3f}")
     Console().print(table)
-    typer.echo(f"withheld by the legal filter (a face estimated under age): {result.withheld} image(s)")
+    typer.echo(f"withheld by the legal filter (minors classifier or a face estimated under age): "
+               f"{result.withheld} image(s)")
     if result.unreadable:
         typer.echo(f"not readable images (skipped, not ranked): {result.unreadable} file(s)")
     if result.sheet:
@@ -164,21 +165,34 @@ def search_cmd(
 @app.command("moderate")
 def moderate_cmd(
     texts: Annotated[Optional[Path], typer.Option(help="CSV file of texts to screen.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output CSV: the input's columns + toxicity + toxic.")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Folder of photos to screen (jpg, png, gif, webp, bmp).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output CSV: texts: the input's columns + toxicity + toxic; "
+                                                     "images: image,nsfw,minor,verdict,reason per image file.")] = None,
     column: Annotated[str, typer.Option(help="Column of --texts that holds the text.")] = "text",
     threshold: Annotated[Optional[float], typer.Option(help="toxic = 1 at or above this score "
                                                             "(default: configs/moderation.toml).")] = None,
-    images: Annotated[Optional[Path], typer.Option(help="Folder of images to screen (not implemented yet).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Moderation config (default configs/moderation.toml).")] = None,
-    fast: Annotated[bool, typer.Option("--fast", help="Lexicon and character model only, no embeddings.")] = False,
+    config: Annotated[Optional[Path], typer.Option(help="Moderation config (texts: configs/moderation.toml; images: "
+                                                        "a config with an [images] table, default the shipped "
+                                                        "thresholds).")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Texts: lexicon and character model only, no embeddings.")] = False,
 ) -> None:
-    """Screen texts for toxicity and profanity (Russian): a score 0..1 and a 0/1 verdict per row."""
+    """Screen texts (Russian toxicity and profanity: a score 0..1 and a 0/1 verdict per row) or photos (NSFW score,
+    minors score and a verdict per image file; unreadable files get a reason)."""
     from .errors import ConfigError
 
+    if (texts is None) == (images is None):
+        raise ConfigError("moderate needs exactly one of --texts FILE.csv or --images FOLDER (and --out OUT.csv)")
+    if out is None:
+        raise ConfigError("moderate needs --out OUT.csv")
     if images is not None:
-        raise ConfigError("--images: image moderation is not implemented yet; screen texts with --texts FILE.csv")
-    if texts is None or out is None:
-        raise ConfigError("moderate needs --texts FILE.csv and --out OUT.csv")
+        from .moderation_images.batch import screen_images
+        from .moderation_images.settings import ImageModerationSettings
+
+        counts = screen_images(images, out, ImageModerationSettings.load(config))
+        typer.echo(f"{counts['images']} image files: " + ", ".join(f"{counts.get(v, 0)} {v}"
+                                                                   for v in ("ok", "flagged", "unreadable"))
+                   + f" ({counts['images_per_second']:.1f} images/s) -> {out}")
+        return
     from .moderation.screen import moderate_file
 
     summary = moderate_file(texts, out, column=column, threshold=threshold, config=config,

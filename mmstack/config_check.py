@@ -86,8 +86,7 @@ SETTINGS: dict[str, Setting] = {
     "ablation.baseline": Setting("names"),
     "ablation.params": Setting("table"),
     "report.residual_groups": Setting("names"),
-    "search.minor_neighbours": Setting("int", 1, 10_000),
-    "search.minor_caption_share": Setting("float", 0.0, 1.0),
+    "search.minor_threshold": Setting("float", 0.0, 1.0),  # minors classifier probability that withholds
 }
 
 
