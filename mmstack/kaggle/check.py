@@ -133,7 +133,7 @@ def kernel_failure(log_text: str) -> str:
     lines = [line for line in log_text.splitlines() if "[mmstack-kernel] FAILED" in line or
              "[mmstack-kernel] error" in line]
     if lines:
-        return lines[0].split("] ", 1)[1]
+        return lines[0].split("] ", 1)[1].removeprefix("FAILED: ")
     tail = [line for line in log_text.strip().splitlines()[-5:]]
     return "the kernel failed: " + " | ".join(tail)
 
@@ -224,6 +224,7 @@ def check(package_dir: Path, python: str | None = None, data_dir: Path | None = 
 
     work = Path(work) if work else Path(tempfile.mkdtemp(prefix="mmstack-kaggle-check-"))
     work.mkdir(parents=True, exist_ok=True)
+    generated = data_dir is None and not (Path(info["input_dir"]) / "train.csv").is_file()
     try:
         data_dir = Path(data_dir) if data_dir else default_data(info, work)
         root = work / "kaggle"
@@ -264,3 +265,5 @@ def check(package_dir: Path, python: str | None = None, data_dir: Path | None = 
         if not keep:
             shutil.rmtree(work / "kaggle", ignore_errors=True)
             shutil.rmtree(work / "venv", ignore_errors=True)
+            if generated:
+                shutil.rmtree(work / "data", ignore_errors=True)

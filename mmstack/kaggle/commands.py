@@ -44,8 +44,9 @@ def package_cmd(
         if name in result.sizes:
             typer.echo(f"{name} dataset: {out / name}  {result.counts[name]} files, {_mb(result.sizes[name])}")
     typer.echo(f"kernel:       {out / 'kernel'}  ({mode} mode{', run ' + result.run_id if result.run_id else ''})")
-    typer.echo(f"not shipped (the Kaggle image has them): {len(result.excluded)} packages, e.g. "
-               f"{', '.join(n for n in list(result.excluded)[:12])}")
+    typer.echo(f"not shipped (the Kaggle image has them, see mmstack/kaggle/kaggle_image.txt): "
+               f"{', '.join(f'{n} {v}' for n, v in result.assumed.items())} and their {len(result.excluded) - len(result.assumed)} "
+               "dependencies")
     typer.echo(f"next: mmstack kaggle check {out}; then kaggle datasets create -p {out / 'code'}"
                + (f"; kaggle datasets create -p {out / 'artifacts'}" if "artifacts" in result.sizes else "")
                + f"; kaggle kernels push -p {out / 'kernel'}")

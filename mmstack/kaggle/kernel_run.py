@@ -151,7 +151,6 @@ def run(settings: dict) -> Path:
             run_dir = run_pipeline(config, input_dir, workdir)
         for step, seconds in read_json(run_dir / "metrics.json").get("seconds", {}).items():
             say(f"  pipeline step {step}: {seconds:.1f} s")
-        frame = None
         shutil.copyfile(run_dir / "submission.csv", working / "submission.csv")
     else:
         frame.to_csv(working / "submission.csv", index=False)

@@ -70,7 +70,7 @@ def missing_wheel(output):
 
 def pip_install(code_dir, args, what):
     command = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", code_dir, "--no-cache-dir",
-               "--progress-bar", "off", *args]
+               "--no-compile", "--progress-bar", "off", *args]  # modules compile when first imported
     done = subprocess.run(command, capture_output=True, text=True, env=pip_env())
     if done.returncode != 0:
         print(done.stdout[-3000:], done.stderr[-3000:], sep="\n", flush=True)
@@ -96,6 +96,7 @@ def install(code_dir):
 
 def main():
     started = time.perf_counter()
+    say(f"HF_HUB_OFFLINE at start: {os.environ.get('HF_HUB_OFFLINE', 'unset')}")
     # nothing may download at run time (a hub call without it hangs for tens of seconds before failing)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"

@@ -38,6 +38,7 @@ class PackageResult:
     sizes: dict[str, int] = field(default_factory=dict)  # dataset -> bytes
     counts: dict[str, int] = field(default_factory=dict)  # dataset -> files
     excluded: dict[str, str] = field(default_factory=dict)  # image packages not shipped -> version
+    assumed: dict[str, str] = field(default_factory=dict)  # the image packages kaggle_image.txt lists
     run_id: str | None = None
 
 
@@ -138,6 +139,7 @@ def package(config_path: Path, out: Path, user: str, overrides: list[str] | None
     result.sizes["code"] = sum(p.stat().st_size for p in code.iterdir())
     result.counts["code"] = len(wheels.shipped) + 1
     result.excluded = {n: v for n, v in sorted(wheels.image.items())}
+    result.assumed = assumed
 
     kernel = out / "kernel"
     settings = {"mode": mode, "task": config.task, "competition": competition, "code_dataset": slugs["code"],
