@@ -12,7 +12,6 @@ dense.parquet``) with a manifest that puts them back.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -20,6 +19,7 @@ from ..models.base import fold_path
 from ..stack.stacking import stack_path
 from ..store import Store, read_json, write_json
 from .inputs import ARTIFACTS_MARKER
+from .wheels import place
 
 
 def target_sections(metrics: dict) -> dict[str, dict]:
@@ -58,8 +58,6 @@ def flat_name(relative: Path) -> str:
 
 def write_artifacts(store: Store, task: str, metrics: dict, dest: Path, extra: dict) -> int:
     """Lay the run's files flat in ``dest`` with the manifest (``extra`` added to it); returns the bytes written."""
-    from .wheels import place
-
     files = run_files(store, task, metrics)
     names = {flat_name(rel): rel.as_posix() for rel in files}
     if len(names) != len(files):
@@ -87,8 +85,3 @@ def restore(folder: Path, workdir: Path) -> dict:
             raise ConfigError(f"{source}: missing from the artifacts dataset (upload the whole folder)")
         target.symlink_to(source.resolve())
     return manifest
-
-
-def remove_store(workdir: Path) -> None:
-    for kind in Store.KINDS:
-        shutil.rmtree(workdir / kind, ignore_errors=True)

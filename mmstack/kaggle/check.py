@@ -217,7 +217,8 @@ def check(package_dir: Path, python: str | None = None, data_dir: Path | None = 
     if lacking:
         raise CheckError(f"{package_dir / 'kernel' / KERNEL_FILE}: dataset_sources lacks {', '.join(lacking)}")
     cut = network_cut()
-    python = find_python(python or info.get("python"))
+    packaged = info.get("python")  # the interpreter `package` used, when it is on this machine too
+    python = find_python(python or (packaged if packaged and Path(packaged).is_file() else None))
     wheels = WheelSet.from_json(read_json(package_dir / "code" / CODE_MARKER))
     image = image_folder(python, wheels)
     seconds["image"] = round(time.perf_counter() - start, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,22 +102,35 @@ def test_predict_mode_kernel_offline_reproduces_the_local_submission(local_run, 
     assert "unshare -rn" in result.network
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmstack", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=1800)
+
+
 def test_train_mode_kernel_offline_completes_and_writes_a_valid_submission(local_run, python):
+    """Through the command line, as a user runs it."""
     base, _ = local_run
     out = base / "pkg-train"
-    package(CONFIG, out, "alice", TRAIN_RUN, mode="train", input_dir=base / "input", python=python)
+    sets = [arg for s in TRAIN_RUN for arg in ("--set", s)]
+    done = cli("kaggle", "package", str(CONFIG), "--out", str(out), "--user", "alice", "--input",
+               str(base / "input"), "--python", python, *sets)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"code dataset: .*code  57 files, [0-9.,]+ MB", done.stdout)
+    assert "torch 2.13.0" in done.stdout and "kaggle kernels push -p" in done.stdout
     assert not (out / "artifacts").exists()
     meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
     assert meta["enable_internet"] is False and meta["dataset_sources"] == ["alice/mmstack-avito-demand-prediction-code"]
-    result = check(out, python=python, layout="old", work=base / "check-train")
-    sub = pd.read_csv(result.submission)
+    work = base / "check-train"
+    done = cli("kaggle", "check", str(out), "--python", python, "--layout", "old", "--work", str(work))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "ok: " in done.stdout and "network cut by unshare -rn" in done.stdout and "peak memory" in done.stdout
+    sub = pd.read_csv(work / "submission.csv")
     test = pd.read_csv(base / "input" / "test.csv")
     assert sorted(sub["item_id"]) == sorted(test["item_id"]) and sub["deal_probability"].between(0, 1).all()
     assert sub["deal_probability"].std() > 0
-    log = result.log_path.read_text()
+    log = (work / "kernel.log").read_text()
     assert "train mode" in log and "text_embed built" in log and "HF_HUB_OFFLINE at start: unset" in log
     assert "/input/avito-demand-prediction/test_jpg.zip" in log  # the old mount layout
-    assert any(line.startswith("peak memory") for line in result.stages)
 
 
 def test_check_names_the_package_of_a_missing_wheel(local_run, predict_package, python, tmp_path):
@@ -134,9 +148,20 @@ def test_the_kernel_runs_with_no_network_and_the_offline_switches_unset(tmp_path
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # set for the test session ...
     assert "HF_HUB_OFFLINE" not in env and "TRANSFORMERS_OFFLINE" not in env and "PYTHONPATH" not in env
     assert not any(k.startswith("PIP_") for k in env)  # ... but not for the kernel, nor pip's wheel sources
-    probe = "import socket\ntry:\n socket.create_connection(('1.1.1.1', 443), timeout=3)\nexcept OSError as e:\n print('blocked', e.errno)\n"
-    done = subprocess.run([*network_cut(), sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert done.stdout.startswith("blocked"), done.stdout + done.stderr
+    # a server on this machine's loopback: reachable from here, not from inside the cut (no traffic leaves it)
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        probe = (f"import socket\ntry:\n socket.create_connection(('127.0.0.1', {port}), timeout=3)\n print('reached')\n"
+                 "except OSError as e:\n print('blocked', e.errno)\n")
+        outside = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+        inside = subprocess.run([*network_cut(), sys.executable, "-c", probe], capture_output=True, text=True,
+                                timeout=60)
+    assert outside.stdout.startswith("reached"), outside.stdout + outside.stderr
+    assert inside.stdout.startswith("blocked"), inside.stdout + inside.stderr
 
 
 def test_predict_kernel_on_other_files_trains_or_stops_as_packaged(local_run, predict_package, tmp_path):

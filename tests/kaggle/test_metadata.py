@@ -91,3 +91,27 @@ def test_kernel_folder_needs_its_code_file_and_valid_json(tmp_path):
     (tmp_path / "kernel-metadata.json").write_text("{not json")
     with pytest.raises(MetadataError, match="not valid JSON"):
         check_kernel_folder(tmp_path)
+
+
+def test_kaggle_check_stops_on_bad_metadata_with_one_line(tmp_path):
+    """Before any environment is made or anything runs: exit 2, one line naming the file and the field."""
+    import subprocess
+    import sys
+
+    from mmstack.kaggle.package import PACKAGE_FILE
+
+    from ..conftest import ROOT
+
+    (tmp_path / PACKAGE_FILE).write_text(json.dumps({"mode": "train", "user": "alice", "slugs": {}}))
+    kernel = tmp_path / "kernel"
+    kernel.mkdir()
+    meta = good_kernel()
+    del meta["enable_internet"]
+    (kernel / "kernel-metadata.json").write_text(json.dumps(meta))
+    (kernel / "mmstack_kernel.py").write_text("print(1)\n")
+    done = subprocess.run([sys.executable, "-m", "mmstack", "kaggle", "check", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {kernel / 'kernel-metadata.json'}: enable_internet is missing: the kaggle CLI then turns internet "
+        "ON; write \"enable_internet\": false"]
