@@ -60,7 +60,8 @@ def test_our_datasets_are_found_by_marker_in_either_layout(tmp_path):
 
 
 def test_the_kernel_script_is_stdlib_only_and_carries_its_settings():
-    settings = {"mode": "predict", "config_text": 'a = "кот"\n# "quotes" \\ and\nb = 1\n', "overrides": ["x=1"]}
+    settings = {"mode": "predict", "config_text": 'a = "кот"\n# "quotes" \\ and\nb = """x"""\nc = \'\\\'\n',
+                "overrides": ["x=1", '"""', "", "\\"], "": ""}
     text = render(settings)
     tree = ast.parse(text)
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
