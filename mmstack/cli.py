@@ -253,6 +253,15 @@ def runs_cmd(
     Console(width=max(120, os.get_terminal_size().columns) if sys.stdout.isatty() else 1000).print(table)
 
 
+def _kaggle_app() -> typer.Typer:
+    from .kaggle.commands import app as kaggle
+
+    return kaggle
+
+
+app.add_typer(_kaggle_app(), name="kaggle")  # mmstack kaggle package / check (mmstack/kaggle/)
+
+
 # errors of the machine rather than of the kit or the input: one line, exit 2, no traceback
 ENVIRONMENT_ERRORS = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
                       errno.EPERM: "operation not permitted", errno.ENOSPC: "no space left",
