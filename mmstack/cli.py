@@ -26,7 +26,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S", force=True)
-    for noisy in ("matplotlib", "PIL"):
+    for noisy in ("matplotlib", "PIL", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -296,13 +296,13 @@ def best_threshold(c: Candidates, scores: np.ndarray, groups: np.ndarray) -> flo
     """The threshold on pair scores that maximises the Shopee score of one labelled pool."""
     n = len(groups)
     ranked = ranked_lists(c, scores, n)
-    grid = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, 101))) if len(scores) else np.array([0.5])
-    best, best_t = -1.0, float(grid[-1]) if len(grid) else 0.5
-    for t in grid:
-        score = shopee_score([np.r_[i, cand[s >= t]] for i, (cand, s) in enumerate(ranked)], groups)
-        if score > best:
-            best, best_t = score, float(t)
-    return best_t
+    grid = np.unique(np.r_[np.quantile(scores, np.linspace(0.0, 1.0, 101)) if len(scores) else [],
+                           np.linspace(0.02, 0.98, 49)])
+    results = np.array([shopee_score([np.r_[i, cand[s >= t]] for i, (cand, s) in enumerate(ranked)], groups)
+                        for t in grid])
+    # the middle of the best plateau: a small pool often scores the same over a range of thresholds
+    best = np.flatnonzero(results >= results.max() - 1e-9)
+    return float(np.median(grid[best]))
 
 
 # -- the protocol --------------------------------------------------------------------------------------------

@@ -95,8 +95,14 @@ def write_outputs(context: RunContext) -> TaskOutputs:
     proxy["duplicates"] = dup_metrics
     from .report import duplicate_strip, embedding_map, proxy_html
 
-    images = [("Product embeddings: 2-D PCA map by category", embedding_map(context, embedding, context.folder))]
+    images = [("Product embeddings: 2-D t-SNE map by category", embedding_map(context, embedding, context.folder))]
     n_examples = int((context.config.get("duplicates") or {}).get("examples", 8))
+    seen, distinct = set(), []
+    for query, matches in examples:  # one example per matched set
+        if frozenset(matches) not in seen:
+            seen.add(frozenset(matches))
+            distinct.append((query, matches))
+    examples = distinct
     if examples and n_examples:
         strip = duplicate_strip(context, examples[:n_examples], context.folder)
         if strip:

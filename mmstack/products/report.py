@@ -40,13 +40,27 @@ def proxy_html(proxy: dict[str, Any]) -> list[str]:
     return parts
 
 
-def embedding_map(context, embedding: np.ndarray, run_dir: Path, top: int = 12) -> str:
-    """PCA of the embeddings to 2-D, coloured by category (the ``top`` largest; others grey)."""
+def map_2d(embedding: np.ndarray, seed: int = 0) -> np.ndarray:
+    """t-SNE of unit embeddings (cosine neighbourhoods; PCA start, so repeatable); PCA below 5 rows."""
     from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
-    xy = PCA(n_components=2, random_state=0).fit_transform(embedding) if len(embedding) > 2 else \
-        np.zeros((len(embedding), 2))
-    labels = context.data.labels["category"] if "category" in context.data.labels else None
+    if len(embedding) < 5:
+        return np.zeros((len(embedding), 2)) if len(embedding) < 3 else PCA(2).fit_transform(embedding)
+    with threadpool_limits(1):
+        return TSNE(n_components=2, perplexity=min(30.0, (len(embedding) - 1) / 3), init="pca", metric="cosine",
+                    random_state=seed).fit_transform(embedding)
+
+
+def embedding_map(context, embedding: np.ndarray, run_dir: Path, top: int = 12, sample: int = 1500) -> str:
+    """A 2-D t-SNE map of (a sample of) the embeddings, coloured by category (the ``top`` largest; others
+    grey)."""
+    rows = np.arange(len(embedding))
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(0).choice(rows, sample, replace=False))
+    xy = map_2d(embedding[rows])
+    labels = context.data.labels["category"].iloc[rows] if "category" in context.data.labels else None
     fig, ax = plt.subplots(figsize=(7, 6))
     if labels is None or labels.notna().sum() == 0:
         ax.scatter(xy[:, 0], xy[:, 1], s=4, color="C0", alpha=0.5)
@@ -61,7 +75,7 @@ def embedding_map(context, embedding: np.ndarray, run_dir: Path, top: int = 12) 
             sel = values == name
             ax.scatter(xy[sel, 0], xy[sel, 1], s=5, color=cmap(c % 20), label=str(name)[:24], alpha=0.8)
         ax.legend(fontsize=7, markerscale=2, loc="best")
-    ax.set(title="product embeddings (PCA)", xticks=[], yticks=[])
+    ax.set(title=f"product embeddings (t-SNE of {len(rows)} products)", xticks=[], yticks=[])
     return _save(fig, run_dir / "embedding_map.png")
 
 
@@ -73,8 +87,8 @@ def duplicate_strip(context, examples: list[tuple[int, list[int]]], run_dir: Pat
     with_images = [(q, m) for q, m in examples if rows["images"].iloc[q]]
     if source is None or not with_images:
         return None
-    fig, axes = plt.subplots(len(with_images), per_row, figsize=(1.8 * per_row, 1.9 * len(with_images)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(with_images), per_row, figsize=(1.8 * per_row, 1.9 * len(with_images) + 0.4),
+                             squeeze=False, constrained_layout=True)
     for r, (query, matches) in enumerate(with_images):
         for c in range(per_row):
             ax = axes[r, c]
