@@ -34,8 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MYNTRA = ["features.product_images.image_size=224", "features.product_images.num_threads=2",
-          "features.product_embed.num_threads=2"]
+MYNTRA = ["features.product_images.image_size=224"]
 
 
 def peak_mb() -> float:

@@ -337,6 +337,8 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     spec, data, targets = prepare(config, input_dir, store, timer)
     with timer.step("features"):
         caches = build_features(config, data, store, targets)
+    if not targets:
+        return outputs_only(config, spec, data, store, timer)
     runs = []
     for i, t in enumerate(targets):
         cache = caches[t.target.name]
@@ -382,4 +384,36 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     reused = [r.model for r in primary.results if r.reused] + [n for n, v in primary.cache.reused.items() if v]
     log.info("run %s: stack %s=%.5f; reused %s; wrote %s", run_id, primary.target.metric.name,
              primary.stacked.summary["cv"], ", ".join(reused) or "nothing", run_dir / spec.submission_file)
+    return run_dir
+
+
+def outputs_only(config: Config, spec: TaskSpec, data: Dataset, store: Store, timer: Timer) -> Path:
+    """A run of data without any labelled target (e.g. a catalogue with duplicate groups only): the feature blocks
+    and the task's own outputs, no models. The run's figure in runs.jsonl is NaN."""
+    if spec.outputs is None:
+        raise ConfigError(f"no target of task {spec.name} has labels in the data: nothing to train")
+    resolve = lambda name: make_block(name, config.block_params(name))  # noqa: E731
+    shared = BlockCache(data, store, config.seed)
+    with timer.step("features"):
+        for name in config.blocks:
+            shared.get(resolve(name), resolve)
+    folder = RunFolder.begin(store, config.raw, data.fingerprint)
+    run_id, run_dir = folder.run_id, folder.final
+    with folder, timer.step("report"):
+        predictions = data.all_rows()[list(spec.key_columns)].iloc[:0]
+        write_text(folder.path / spec.submission_file, predictions.to_csv(index=False))
+        extra = spec.outputs(RunContext(config, spec, data, [], shared, store, folder.path, predictions))
+        previous = load_runs(store, spec.name)
+        changes = diff_flat(previous[-1]["config"], config.flat()) if previous else ["(first run)"]
+        metrics = {"task": spec.name, "targets": {}, "n_folds": config.get("folds.n_folds", 5), "run_id": run_id,
+                   "n_train": data.n_train, "n_test": data.n_test, "data_fingerprint": data.fingerprint,
+                   "features": {n: {"key": shared.keys[n], "reused": shared.reused[n],
+                                    "seconds": round(shared.seconds[n], 3)} for n in shared.keys},
+                   **extra.metrics, "seconds": dict(timer.seconds)}
+        write_report(folder.path, metrics, [], timer.seconds, changes, extra.html, extra.images)
+        folder.publish({"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
+                        "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),
+                        "changes": changes, "models": {}, "stack": float("nan"), "metric": "none",
+                        "greater_is_better": True, "submission": str(run_dir / spec.submission_file)})
+    log.info("run %s: no labelled target; wrote the task's outputs to %s", run_id, run_dir)
     return run_dir

@@ -288,7 +288,7 @@ def write_report(run_dir: Path, metrics: dict[str, Any], reports: list[TargetRep
     and ``extra_images`` (caption, png name in ``run_dir``): a task's own sections, after the targets'."""
     write_json(run_dir / "metrics.json", metrics)
     single = len(reports) == 1
-    sections = metrics.get("targets") or {reports[0].target.name: metrics}
+    sections = metrics.get("targets") or ({reports[0].target.name: metrics} if reports else {})
     images: list[tuple[str, str]] = []
     parts = [
         f"<h1>mmstack run {html.escape(metrics.get('run_id', ''))}</h1>",
