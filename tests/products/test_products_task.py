@@ -163,3 +163,43 @@ def test_onnx_export_matches_torch(run_dir, catalogue, tmp_path):
     assert served.shape == (2, 64)
     assert np.abs(served - torch_path).max() <= 1e-4
     assert np.allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
+
+
+def test_bad_settings_and_bad_catalogue_are_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+
+    from mmstack.config import Config
+    from mmstack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.price_bins"):
+        Config.load(ROOT / "configs" / "products.toml", ["data.price_bins=1"])
+    with pytest.raises(ConfigError, match="duplicates.method"):
+        Config.load(ROOT / "configs" / "products.toml", ["duplicates.method=magic"])
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "products.csv").write_text("nm,title,price\n1,a,10\n2,b,-5\n")
+    done = subprocess.run([sys.executable, "-m", "mmstack", "run", str(ROOT / "configs" / "products.toml"),
+                           "--input", str(folder), "--workdir", str(tmp_path / "w")], capture_output=True, text=True,
+                          cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "price" in last and "row 2" in last and "Traceback" not in done.stderr
+
+
+def test_a_catalogue_with_groups_only_gets_duplicates(tmp_path, catalogue):
+    """No proxy label at all (Shopee-like): the run still embeds, finds duplicates and writes its outputs."""
+    from mmstack.config import Config
+    from mmstack.pipeline import run
+
+    raw = pd.read_csv(catalogue / "products.csv", dtype=str)[["nm", "title", "group"]].head(120)
+    folder = tmp_path / "groups"
+    folder.mkdir()
+    raw.to_csv(folder / "products.csv", index=False)
+    config = Config.load(ROOT / "configs" / "products.toml", FAST + ["features.product_embed.epochs=2"])
+    out = run(config, folder, tmp_path / "w")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["targets"] == {} and 0.5 < metrics["proxy"]["duplicates"]["score"] <= 1.0
+    dup = pd.read_csv(out / "duplicates.csv", dtype=str)
+    assert set(dup["nm"]) == set(raw["nm"][raw["group"].isna()])
+    assert pd.read_csv(out / "predictions.csv").empty
