@@ -26,7 +26,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S", force=True)
-    for noisy in ("matplotlib", "PIL"):
+    for noisy in ("matplotlib", "PIL", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -39,7 +39,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of
 
 @app.command("make-data")
 def make_data(
-    task: Annotated[str, typer.Argument(help="Task whose synthetic data to write (avito).")],
+    task: Annotated[str, typer.Argument(help="Task whose synthetic data to write (avito, products).")],
     out: Annotated[Path, typer.Option(help="Folder to write the Kaggle-format files into.")],
     rows: Annotated[int, typer.Option(help="Training rows (test gets the Kaggle train:test ratio).")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
@@ -66,6 +66,7 @@ def run_cmd(
     STATE["workdir"] = workdir
     from .config import Config
     from .pipeline import run
+    from .tasks import get_task
 
     cfg = Config.load(config, set_ or [])
     if time_limit is not None and not time_limit > 0:
@@ -73,7 +74,7 @@ def run_cmd(
 
         raise ConfigError(f"--time-limit must be a positive number of seconds, got {time_limit}")
     run_dir = run(cfg, input, workdir, time_limit)
-    typer.echo(f"submission: {run_dir / 'submission.csv'}")
+    typer.echo(f"submission: {run_dir / get_task(cfg.task).submission_file}")
     typer.echo(f"report:     {run_dir / 'report.html'}")
 
 
@@ -113,6 +114,28 @@ def train_cmd(
     for r in train_only(Config.load(config, set_ or []), model, input, workdir):
         typer.echo(f"{r.model:8s} cv {r.cv:.5f}  folds {' '.join(f'{s:.4f}' for s in r.fold_scores)}  "
                    f"{'reused' if r.reused else f'{r.seconds:.1f}s'}  {r.name}")
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(
+    config: ConfigArg,
+    input: InputOpt = None,
+    workdir: WorkdirOpt = Path("."),
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the ONNX files (default: "
+                                                      "<workdir>/models/products/onnx).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Export the products task's embedding (image encoder + fusion net) to ONNX, checked against torch."""
+    STATE["workdir"] = workdir
+    from .config import Config
+    from .products.export import export_from_config
+
+    folder, manifest = export_from_config(Config.load(config, set_ or []), input, workdir, out)
+    for name in manifest["files"]:
+        typer.echo(f"wrote {folder / name}")
+    diff = manifest["max_abs_diff"]
+    typer.echo(f"onnxruntime vs torch, max abs difference: image encoder {diff['image_encoder']:.2e}, "
+               f"fusion {diff['fusion']:.2e}")
 
 
 @app.command("search")
