@@ -14,6 +14,17 @@ from typing import Any
 from .errors import ConfigError
 from .store import make_key
 
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML config file's contents; a missing file or bad TOML is a one-line ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 @dataclass
 class Config:
     """A task's settings as loaded from TOML, after overrides.
@@ -30,13 +41,7 @@ class Config:
     @classmethod
     def load(cls, path: Path | str, overrides: list[str] | None = None) -> "Config":
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        cfg = cls(raw=raw, path=path, overrides=list(overrides or []))
+        cfg = cls(raw=read_toml(path), path=path, overrides=list(overrides or []))
         for item in cfg.overrides:
             cfg.set(item)
         cfg.validate()

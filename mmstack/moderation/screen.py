@@ -6,7 +6,6 @@ row per input row in input order. Settings come from configs/moderation.toml (se
 from __future__ import annotations
 
 import logging
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..config import read_toml
 from ..errors import ConfigError, InputError
 from ..store import atomic_path
 from .toxicity import ToxicityModel, load_default
@@ -43,10 +43,7 @@ def load_settings(path: Path | None = None) -> TextSettings:
             raise ConfigError(f"{path}: no such moderation config")
         log.info("no %s: the model's own threshold and default settings", path)
         return TextSettings()
-    try:
-        section = tomllib.loads(path.read_text(encoding="utf-8")).get("text", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    section = read_toml(path).get("text", {})
     unknown = set(section) - set(TextSettings.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) in [text]: {', '.join(sorted(unknown))}")

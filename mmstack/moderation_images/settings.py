@@ -6,11 +6,11 @@ that is unknown or of the wrong type is one :class:`~mmstack.errors.ConfigError`
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..config import read_toml
 from ..data.images import ImageLimits
 from ..errors import ConfigError
 
@@ -53,12 +53,7 @@ class ImageModerationSettings:
         if path is None:
             return cls()
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raw = read_toml(path)
         table = raw.get(SECTION, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{SECTION}] must be a table")
