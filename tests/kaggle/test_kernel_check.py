@@ -115,7 +115,8 @@ def test_train_mode_kernel_offline_completes_and_writes_a_valid_submission(local
     done = cli("kaggle", "package", str(CONFIG), "--out", str(out), "--user", "alice", "--input",
                str(base / "input"), "--python", python, *sets)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert re.search(r"code dataset: .*code  57 files, [0-9.,]+ MB", done.stdout)
+    shipped = re.search(r"code dataset: .*code  (\d+) files, [0-9.,]+ MB", done.stdout)
+    assert shipped and int(shipped.group(1)) == len(list((out / "code").glob("*.whl"))) > 10, done.stdout
     assert "torch 2.13.0" in done.stdout and "kaggle kernels push -p" in done.stdout
     assert not (out / "artifacts").exists()
     meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
