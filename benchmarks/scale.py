@@ -82,8 +82,7 @@ def mmstack(*args: str) -> list[str]:
 
 
 def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str]) -> list[dict]:
-    from mmstack.config import Config
-
+    """make-data in its own process, then every block and model of one size in one child process."""
     data, work = data_root / f"avito-{rows}", data_root / f"work-{rows}"
     shutil.rmtree(work, ignore_errors=True)
     steps = []
@@ -92,29 +91,60 @@ def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str])
                                       "--out", str(data)))
         steps.append({"step": "make-data", "kind": "data", "rows": rows, "seconds": secs, "peak_mb": peak,
                       "out_mb": folder_mb(data)})
-    overrides = NO_IMAGES + sets
-    cfg = Config.load(CONFIG, overrides)
-    common = ["--input", str(data), "--workdir", str(work)]
-    for block in BLOCKS:
-        names = closure(block, cfg.block_params)
-        sets_b = [f"features.blocks={json.dumps(names)}", *overrides]
-        secs, peak, out = timed(mmstack("features", str(CONFIG), *common, *[a for s in sets_b for a in ("--set", s)]))
-        built = re.search(rf"^{block}\s+\S+.*built in ([0-9.]+)s", out, re.M)
-        steps.append({"step": block, "kind": "block", "rows": rows, "seconds": float(built.group(1)) if built else secs,
-                      "process_seconds": secs, "peak_mb": peak, "out_mb": folder_mb(work / "features" / block)})
-        print(json.dumps(steps[-1]), flush=True)
-    sets_m = [f"features.blocks={json.dumps(BLOCKS)}", f"models.train={json.dumps(models)}", *overrides]
-    for model in models:
-        secs, peak, out = timed(mmstack("train", str(CONFIG), "--model", model, *common,
-                                        *[a for s in sets_m for a in ("--set", s)]))
-        fit = re.search(rf"^{model}\s+cv\s+(\S+).*?\s([0-9.]+)s\s", out, re.M)
-        outs = list((work / "models" / "avito").glob(f"{model}__*")) + list((work / "oof" / "avito").glob(f"{model}__*"))
-        steps.append({"step": model, "kind": "model", "rows": rows, "seconds": float(fit.group(2)) if fit else secs,
-                      "process_seconds": secs, "peak_mb": peak, "out_mb": folder_mb(*outs),
-                      "cv": float(fit.group(1)) if fit else None})
-        print(json.dumps(steps[-1]), flush=True)
+    result = work.with_suffix(".steps.json")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(data), str(work), str(result),
+           "--models", *models, *[a for s in sets for a in ("--set", s)]]
+    secs, peak, out = timed(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    steps += json.loads(result.read_text())
+    for step in steps:
+        step["process_peak_mb"] = peak
     steps.extend(group_statistics(data))
     return steps
+
+
+def child(data: Path, work: Path, result: Path, sets: list[str], models: list[str]) -> None:
+    """Build each block (dependencies first, in config order) and train each model, timing each step; peak RSS
+    is the process's peak so far after the step (so the last step's is the run's peak)."""
+    import resource
+
+    from mmstack.config import Config
+    from mmstack.features.base import BlockCache
+    from mmstack.features.registry import make_block
+    from mmstack.pipeline import Timer, prepare, train_models
+    from mmstack.store import Store
+
+    def peak_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    cfg = Config.load(CONFIG, NO_IMAGES + sets + [f"features.blocks={json.dumps(BLOCKS)}",
+                                                  f"models.train={json.dumps(models)}"])
+    store = Store(work)
+    start = time.perf_counter()
+    spec, dataset, targets = prepare(cfg, data, store, Timer())
+    rows = dataset.n_train
+    steps = [{"step": "load + folds", "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
+              "peak_mb": peak_mb(), "out_mb": 0.0}]
+    made: dict = {}
+
+    def resolve(name):
+        return made.setdefault(name, make_block(name, cfg.block_params(name)))
+
+    target = targets[0]
+    cache = BlockCache(dataset, store, cfg.seed).for_target(target)
+    for block in BLOCKS:
+        start = time.perf_counter()
+        cache.get(resolve(block), resolve)
+        steps.append({"step": block, "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
+                      "peak_mb": peak_mb(), "out_mb": folder_mb(work / "features" / block)})
+        print(json.dumps(steps[-1]), flush=True)
+    for model in models:
+        start = time.perf_counter()
+        res = train_models(cfg, spec, target, store, cache, only=[model])[0]
+        outs = list((work / "models" / "avito").glob(f"{model}__*")) + list((work / "oof" / "avito").glob(f"{model}__*"))
+        steps.append({"step": model, "kind": "model", "rows": rows, "seconds": time.perf_counter() - start,
+                      "peak_mb": peak_mb(), "out_mb": folder_mb(*outs), "cv": res.cv})
+        print(json.dumps(steps[-1]), flush=True)
+    result.write_text(json.dumps(steps))
 
 
 def group_statistics(data: Path) -> list[dict]:
@@ -153,9 +183,10 @@ def fit_growth(points: list[dict]) -> dict:
         exponent = float(np.polyfit(np.log(rows), np.log(secs), 1)[0])
     else:
         exponent = float("nan")
-    full = FULL_TRAIN if points[0]["kind"] == "data" else FULL_ROWS
+    # block, model and make-data steps count training rows; the group statistics count train + test rows
+    full = FULL_ROWS if points[0]["kind"] == "group" else FULL_TRAIN
     largest = int(np.argmax(rows))
-    scale = full / rows[largest] if points[0]["kind"] != "data" else full / rows[largest]
+    scale = full / rows[largest]
     grow = max(exponent, 1.0) if np.isfinite(exponent) else 1.0
     full_secs = secs[largest] * scale ** grow
     peaks = np.array([p.get("peak_mb", np.nan) for p in points], float)
@@ -209,11 +240,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/mmstack-scale"))
     parser.add_argument("--record", action="store_true", help="write the table into BENCHMARKS.md")
     parser.add_argument("--results", type=Path, default=None, help="JSON lines file of steps (appended)")
+    parser.add_argument("--child", nargs=3, type=Path, metavar=("DATA", "WORK", "RESULT"))
+    parser.add_argument("--from-results", action="store_true", help="only make the table from --results")
     args = parser.parse_args()
+    if args.child:
+        return child(*args.child, args.sets, args.models)
     results = args.results or args.data / "steps.jsonl"
     args.data.mkdir(parents=True, exist_ok=True)
     steps = []
-    for rows in args.rows:
+    if args.from_results:
+        steps = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        args.rows = sorted({s["rows"] for s in steps if s["kind"] == "data"} or args.rows)
+    for rows in ([] if args.from_results else args.rows):
         for step in measure_size(rows, args.data, args.sets, args.models):
             steps.append(step)
             with open(results, "a") as fh:
