@@ -3,10 +3,9 @@ a fitted growth exponent per step, and an extrapolation to the full competition 
 
     python benchmarks/scale.py --rows 25000 50000 100000 [--set models.lgb.max_rounds=300 ...] [--record]
 
-Every step is its own process under ``/usr/bin/time`` (its peak RSS is the process's whole peak, data loading
-included, which is what has to fit in a Kaggle session): ``make-data avito --no-images``, then each feature block
-of configs/avito-full.toml without images (its dependencies built first by earlier steps and reused), then each
-model on those blocks. Blocks and models run with the config's params except the ``--set`` overrides (recorded
+``make-data avito --no-images`` runs in its own process under ``/usr/bin/time``; then one process per size builds
+each feature block of configs/avito-full.toml without images and trains each model, as a run does, recording
+after each step its seconds and the process's peak RSS so far (what has to fit in a Kaggle session). Blocks and models run with the config's params except the ``--set`` overrides (recorded
 with the table). The exponent b of ``seconds ~ rows^b`` is fitted on the measured points; full-size seconds are
 ``seconds(largest) * (full / largest)^max(b, 1)``; peak memory is extrapolated linearly (``a + c * rows``) from
 the points. The group statistics of the ``tabular`` block are also timed in pandas and polars side by side.
@@ -241,6 +240,7 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="write the table into BENCHMARKS.md")
     parser.add_argument("--results", type=Path, default=None, help="JSON lines file of steps (appended)")
     parser.add_argument("--child", nargs=3, type=Path, metavar=("DATA", "WORK", "RESULT"))
+    parser.add_argument("--note", default="", help="a paragraph recorded under the table (conditions)")
     parser.add_argument("--from-results", action="store_true", help="only make the table from --results")
     args = parser.parse_args()
     if args.child:
@@ -258,11 +258,12 @@ def main() -> None:
                 fh.write(json.dumps(step) + "\n")
     body = (f"## Scale (full competition size)\n\n`python benchmarks/scale.py --rows {' '.join(map(str, args.rows))}"
             f"{''.join(f' --set {s}' for s in args.sets)} --record`: configs/avito-full.toml without images, "
-            "generated data (test rows in the Kaggle ratio), each step its own process. Cells: seconds / peak RSS "
-            "MB of the process (data loading included). Exponent: b in seconds ~ rows^b fitted on the measured "
+            "generated data (test rows in the Kaggle ratio), make-data in its own process, then all blocks and "
+            "models of one size in one process. Cells: seconds / that process's peak RSS MB so far. Exponent: b in seconds ~ rows^b fitted on the measured "
             "points. Full size: 1.5M train + 0.5M test rows, seconds extrapolated with max(b, 1) from the largest "
             "point, peak RSS and output linearly; 4 cores: multi-threaded steps (models, text_embed) 1.8x faster, "
-            "the rest unchanged.\n\n" + table(steps, args.rows, args.sets))
+            "the rest unchanged.\n\n" + table(steps, args.rows, args.sets)
+            + (f"\n\n{args.note}" if args.note else ""))
     print(body)
     if args.record:
         write_section("scale", body)
