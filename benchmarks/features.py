@@ -110,8 +110,8 @@ def main() -> None:
                      f"{r['full_minutes']:.0f} |")
     total = sum(r["full_minutes"] for r in results)
     lines += ["", f"Sum at full size: about {total:.0f} minutes on this machine, one block after another. "
-                  "The graph block's k-NN is brute force (sklearn), so its full-size cost grows faster than linear; "
-                  "the figure is a lower bound there."]
+                  "The graph block's k-NN uses faiss (HNSW above 50k rows, about n log n; benchmarks/scale.py "
+                  "fits the growth)."]
     write_section("features", "\n".join(lines))
 
 

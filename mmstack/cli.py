@@ -61,9 +61,16 @@ def run_cmd(
     time_limit: Annotated[Optional[float], typer.Option(
         "--time-limit", help="Seconds for the whole run: blocks and models that will not fit are skipped "
                              "(reported), never half-trained (default: task.time_limit, else no limit).")] = None,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", flag_value="auto", help="Run image shards and model folds as Ray tasks on the cluster at this "
+                                         "address (alone: the cluster this machine joined with `ray start`). The "
+                                         "workdir must be a folder every node sees at the same path.")] = None,
 ) -> None:
     """Run the pipeline: folds, features, level-1 models, stack, submission, metrics.json and report.html."""
     STATE["workdir"] = workdir
+    import contextlib
+
+    from . import parallel
     from .config import Config
     from .pipeline import run
     from .tasks import get_task
@@ -73,7 +80,9 @@ def run_cmd(
         from .errors import ConfigError
 
         raise ConfigError(f"--time-limit must be a positive number of seconds, got {time_limit}")
-    run_dir = run(cfg, input, workdir, time_limit)
+    executor = parallel.RayExecutor(ray) if ray else None
+    with parallel.use(executor) if executor else contextlib.nullcontext():
+        run_dir = run(cfg, input, workdir, time_limit)
     typer.echo(f"submission: {run_dir / get_task(cfg.task).submission_file}")
     typer.echo(f"report:     {run_dir / 'report.html'}")
 

@@ -209,6 +209,16 @@ class ImageSource:
         else:
             raise InputError(location, "expected a folder of .jpg files or a .zip of them")
 
+    def __getstate__(self) -> dict:
+        # a Ray task gets the source pickled: the open zip and the lock stay behind and are made anew
+        return {k: v for k, v in self.__dict__.items() if k not in ("_zip", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        is_zip = self.location is not None and self.location.is_file() and zipfile.is_zipfile(self.location)
+        self._zip = zipfile.ZipFile(self.location) if is_zip else None
+
     @classmethod
     def from_files(cls, folder: Path, files: Mapping[str, str], limits: ImageLimits = DEFAULT_LIMITS
                    ) -> "ImageSource":

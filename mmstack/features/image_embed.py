@@ -10,19 +10,21 @@ The package ships no ImageNet class names, so classes are integer ids 0..999 onl
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..data.images import DEFAULT_LIMITS, ImageLimits, counted_problems, decode_image
 from ..errors import ConfigError
-from ..store import make_key
+from ..store import Store, make_key
 from ..projection import pca_projection
 from ..threads import torch_threads
 from .base import BlockContext, BlockOutput, FeatureBlock
@@ -161,7 +163,7 @@ class ImageEmbedBlock(PixelBlock):
 
     name = "image_embed"
     rows_per_second = 390  # measured here at the default params (README), for --time-limit
-    version = "1"
+    version = "1"  # computed in shards (mmstack.features.image_shards): the same numbers as before
     # Defaults sized for ~12.3k images on 2 CPU cores (measured per image on the 160x120 synthetic photos):
     # 96 px costs 1.5-2.5 ms with 2 threads and 2.5-3.5 ms with 1, against 9-18 / 24-26 ms at the native 224, and
     # its features predicted the target as well as 128 or 160 px did. One thread because two OpenMP threads
@@ -183,46 +185,49 @@ class ImageEmbedBlock(PixelBlock):
         return emb, [f"imgemb_top{i}_prob" for i in top], [f"imgemb_top{i}_class" for i in top]
 
     def build(self, ctx: BlockContext) -> BlockOutput:
-        import torch
+        from .image_shards import ShardSettings
 
         p = self.params
         _, refs = image_refs(ctx)
         n, k = len(refs), p["top_k"]
         wanted = [i for i, (_, image_id) in enumerate(refs) if image_id]
-        # threads are set once around the loop (below), not per batch by the encoder
-        encoder = EfficientNetLite0Encoder(p["image_size"])
+        images = ctx.data.images
+        settings = ShardSettings(p["image_size"], p["batch_size"], k, p["num_threads"])
+        with contextlib.ExitStack() as stack:
+            store = ctx.store
+            if store is None:  # a block built outside a cache keeps its shards only while it runs
+                store = Store(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmstack-shards-")))
+            return self._from_shards(refs, wanted, images, settings, store)
+
+    def _from_shards(self, refs, wanted, images, settings, store) -> BlockOutput:
+        from .. import parallel
+        from .image_shards import embed_shard, load_shard, plan
+
+        p, n, k = self.params, len(refs), settings.top_k
+        shards = plan(refs, wanted, settings, model_identity(), images_key(images), store)
+        todo = [s for s in shards if not Path(s.path).is_file()]
+        log.info("image_embed: %d images in %d shards, %d to compute (%d px)", len(wanted), len(shards), len(todo),
+                 p["image_size"])
+        # shards already in the store (an earlier, killed run's) are not recomputed
+        parallel.current().map(embed_shard, todo, shared=(images, settings))
         # float16 halves the buffer (pooled values are in [0, 6]; 1e-3 relative error is far below PCA's noise);
-        # the full Kaggle set (2M rows) would still need 5 GB here
+        # the full Kaggle set (2M rows) still needs 5 GB here
         pooled = np.zeros((n, EMBED_DIM), dtype=np.float16)
         present = np.zeros(n, dtype=bool)
         top_prob = np.full((n, k), np.nan, dtype=np.float32)
         top_class = np.full((n, k), -1, dtype=np.int32)
         entropy = np.full(n, np.nan, dtype=np.float32)
-        images = ctx.data.images
-        desc = f"image_embed ({encoder.device.type}, {p['image_size']}px)"
-        limits = next(iter(images.values())).limits if images else DEFAULT_LIMITS
-        with counted_problems(images, "image_embed"), torch_threads(p["num_threads"]), \
-                tqdm(total=len(wanted), desc=desc, unit="img", leave=False) as bar:
-            for start in range(0, len(wanted), p["batch_size"]):
-                batch = wanted[start:start + p["batch_size"]]
-                payloads = []
-                for i in batch:
-                    source = images.get(refs[i][0])
-                    # read_bytes counts a missing image
-                    payloads.append((i, source.read_bytes(refs[i][1]) if source is not None else None))
-                got, imgs, rejected = decode_batch(payloads, p["image_size"], limits)
-                for i, reason in rejected:
-                    images[refs[i][0]].problems[reason] += 1
-                if imgs:
-                    feats, logits = encoder.encode(imgs, batch_size=len(imgs))
-                    pooled[got] = feats
-                    present[got] = True
-                    probs = torch.softmax(torch.from_numpy(logits).double(), dim=1)
-                    entropy[got] = (-(probs * probs.clamp_min(1e-12).log()).sum(1)).numpy()
-                    if k:
-                        values, idx = probs.topk(k, dim=1)
-                        top_prob[got], top_class[got] = values.numpy(), idx.numpy()
-                bar.update(len(batch))
+        with counted_problems(images, "image_embed"):
+            offset = 0
+            for shard in shards:
+                rows = wanted[offset:offset + len(shard.refs)]
+                offset += len(shard.refs)
+                part = load_shard(shard)
+                pooled[rows], present[rows], entropy[rows] = part["pooled"], part["present"], part["entropy"]
+                top_prob[rows], top_class[rows] = part["top_prob"], part["top_class"]
+                for split, counts in json.loads(str(part["problems"])).items():
+                    if split in images:
+                        images[split].problems.update(counts)
         emb_cols, prob_cols, class_cols = self.columns()
         embedding = self._reduce(pooled, present)
         dense = pd.DataFrame(embedding, columns=emb_cols)
@@ -231,7 +236,7 @@ class ImageEmbedBlock(PixelBlock):
         for j in range(k):
             dense[prob_cols[j]] = top_prob[:, j]
             dense[class_cols[j]] = top_class[:, j]
-        log.info("image_embed: %d of %d rows embedded (%s, %d px)", present.sum(), n, encoder.device, p["image_size"])
+        log.info("image_embed: %d of %d rows embedded (%d px)", present.sum(), n, p["image_size"])
         return BlockOutput(dense=dense, categorical=class_cols)
 
     def _reduce(self, pooled: np.ndarray, present: np.ndarray) -> np.ndarray:

@@ -200,6 +200,63 @@ def load_fold(store: Store, task: str, name: str, k: int) -> tuple[Level1Model, 
     return saved["model_object"], saved["model"]
 
 
+def fit_fold_saved(model: Level1Model, inputs: ModelInput, data: TargetData, X_test, fold_file,
+                   split: tuple[int, np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """Fit fold ``k`` of ``split = (k, train positions, valid positions)``, predict its validation rows and the
+    test rows, and save it all as the stand-alone fold file; returns what was saved."""
+    k, tr, va = split
+    target, y, folds = data.target, data.y, data.folds
+    model.truncated = False
+    start = time.perf_counter()
+    X_valid = inputs.rows(inputs.train_ids[va])
+    fitted = model.fit_fold(inputs.training_rows(k, tr), y[tr], X_valid, y[va], inputs.categorical)
+    valid_pred = target.finish(model.predict(fitted, X_valid))
+    test_pred = target.finish(model.predict(fitted, X_test))
+    if not (np.isfinite(valid_pred).all() and np.isfinite(test_pred).all()):
+        raise ModelError(f"{model.key} fold {k + 1}/{folds.n_folds}: predictions are not finite (NaN); "
+                         "nothing stored for it (check the inputs, or lower the learning rate)")
+    if model.truncated:
+        log.warning("%s fold %d/%d: stopped at the time limit's fold deadline", model.key, k + 1, folds.n_folds)
+    saved = {"model": fitted, "model_object": model, "truncated": model.truncated,
+             "valid_pred": valid_pred, "test_pred": test_pred,
+             "score": target.metric(y[va], valid_pred), "seconds": time.perf_counter() - start,
+             "importance": model.importance(fitted)}
+    write_joblib(fold_file, saved)
+    log.info("%s fold %d/%d %s=%.5f (%.1fs)", model.key, k + 1, folds.n_folds, target.metric.name, saved["score"],
+             saved["seconds"])
+    return saved
+
+
+def _remote_fold(model: Level1Model, inputs: ModelInput, data: TargetData, item: tuple[str, int]) -> int:
+    """One fold ``item = (fold file, k)`` as a work unit of :mod:`mmstack.parallel` (a Ray task): fit and save
+    it unless it is saved already (a retried task finds it)."""
+    from pathlib import Path
+
+    fold_file, k = Path(item[0]), item[1]
+    if not fold_file.is_file():
+        model.bind(inputs)  # row tables are not pickled with the model
+        split = next(s for s in data.folds.split() if s[0] == k)
+        fit_fold_saved(model, inputs, data, inputs.rows(inputs.test_ids), fold_file, split)
+    return k
+
+
+def _fit_folds_elsewhere(model: Level1Model, inputs: ModelInput, data: TargetData, store: Store, task: str,
+                         name: str, budget: Budget | None) -> None:
+    """On a distributed executor (``--ray``), fit the folds not yet saved side by side as tasks that write their
+    fold files into the shared store; the fold loop then reads them as it reads a resumed run's. Not under a time
+    limit: its fold deadlines are planned one fold after another."""
+    from .. import parallel
+
+    executor = parallel.current()
+    if not executor.distributed or (budget is not None and budget.limited):
+        return
+    todo = [k for k in range(data.folds.n_folds) if not fold_path(store, task, name, k).is_file()]
+    if todo:
+        log.info("%s: %d fold(s) as distributed tasks", model.key, len(todo))
+        items = [(str(fold_path(store, task, name, k)), k) for k in todo]
+        executor.map(_remote_fold, items, shared=(model, inputs, data))
+
+
 def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store: Store, task: str,
                 budget: Budget | None = None) -> ModelResult:
     """Fit ``model`` on every fold of ``data``, or reuse what is stored; returns OOF and fold-averaged test
@@ -229,6 +286,7 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
     fold_scores, fold_seconds, importance, fitted_seconds = [], [], {}, []
     X_test = inputs.rows(inputs.test_ids)
     model.bind(inputs)
+    _fit_folds_elsewhere(model, inputs, data, store, task, name, budget)
     for k, tr, va in folds.split():
         fold_file = fold_path(store, task, name, k)
         saved = joblib.load(fold_file) if fold_file.is_file() else None
@@ -239,26 +297,8 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
         else:
             if budget is not None:
                 model.deadline = budget.fold_deadline(model.key, k, folds.n_folds, fitted_seconds)
-            model.truncated = False
-            start = time.perf_counter()
-            X_valid = inputs.rows(inputs.train_ids[va])
-            fitted = model.fit_fold(inputs.training_rows(k, tr), y[tr], X_valid, y[va], inputs.categorical)
-            valid_pred = target.finish(model.predict(fitted, X_valid))
-            test_pred = target.finish(model.predict(fitted, X_test))
-            if not (np.isfinite(valid_pred).all() and np.isfinite(test_pred).all()):
-                raise ModelError(f"{model.key} fold {k + 1}/{folds.n_folds}: predictions are not finite (NaN); "
-                                 "nothing stored for it (check the inputs, or lower the learning rate)")
-            if model.truncated:
-                log.warning("%s fold %d/%d: stopped at the time limit's fold deadline", model.key, k + 1,
-                            folds.n_folds)
-            saved = {"model": fitted, "model_object": model, "truncated": model.truncated,
-                     "valid_pred": valid_pred, "test_pred": test_pred,
-                     "score": metric(y[va], valid_pred), "seconds": time.perf_counter() - start,
-                     "importance": model.importance(fitted)}
-            write_joblib(fold_file, saved)
+            saved = fit_fold_saved(model, inputs, data, X_test, fold_file, (k, tr, va))
             fitted_seconds.append(saved["seconds"])
-            log.info("%s fold %d/%d %s=%.5f (%.1fs)", model.key, k + 1, folds.n_folds, metric.name, saved["score"],
-                     saved["seconds"])
         oof[va] = saved["valid_pred"]
         covered[va] += 1
         test_sum += saved["test_pred"]

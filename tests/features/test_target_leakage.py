@@ -195,3 +195,14 @@ def test_key_coverage_says_when_cv_overstates_a_key(noise_data, caplog):
     TargetEncodingBlock({"groups": [["user_id"]]})  # allowed: the same statistic as the graph's user edges
     with pytest.raises(ConfigError, match="row id column"):
         TargetEncodingBlock({"groups": [["item_id"]]}).build(_ctx(noise_data))
+
+
+def test_knn_pairs_approximate_matches_exact():
+    """HNSW (used above 50k rows) finds nearly the same neighbours as the exact scan on clustered vectors."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 16))
+    v = (centres[rng.integers(0, 50, 3000)] + 0.3 * rng.normal(size=(3000, 16))).astype(np.float32)
+    exact = {tuple(p) for p in knn_pairs(v, k=5, exact=True)}
+    approx = {tuple(p) for p in knn_pairs(v, k=5, exact=False)}
+    assert len(exact) == 3000 * 5
+    assert len(exact & approx) / len(exact) > 0.95
