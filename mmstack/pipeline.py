@@ -18,12 +18,13 @@ from .data.schema import check_rows_for_folds
 from .errors import ConfigError
 from .features.base import BlockCache, BlockOutput, FeatureBlock
 from .features.registry import make_block
-from .folds import target_data
+from .folds import auto_strategy, target_data
 from .models.base import ModelInput, ModelResult, train_model
 from .models.registry import make_model
 from .report import TargetReport, build_metrics, write_report
 from .run_folder import RunFolder
 from .runs import load_runs
+from .size_defaults import apply_size_defaults
 from .stack.stacking import Stacked, stack_predictions
 from .store import Store, write_text
 from .targets import Target, TargetData
@@ -86,6 +87,8 @@ def chosen_targets(config: Config, data: Dataset) -> list[Target]:
 def make_target_data(config: Config, spec: TaskSpec, data: Dataset, store: Store, target: Target) -> TargetData:
     """A target's labelled rows, their labels, and their folds (stratified for classification)."""
     strategy = config.get("folds.strategy", "kfold")
+    if strategy == "auto":
+        strategy = auto_strategy(data, target, config.get("folds.group_by", spec.group_column))
     return target_data(store, data, target, n_folds=config.get("folds.n_folds", 5), strategy=strategy,
                        seed=int(config.get("folds.seed", config.seed)),
                        group_by=config.get("folds.group_by", spec.group_column) if strategy == "group" else None)
@@ -378,6 +381,7 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     timer = Timer()
     input_dir = resolve_input(config, input_dir)
     spec, data, targets = prepare(config, input_dir, store, timer)
+    sized = apply_size_defaults(config, len(targets[0].rows) if targets else data.n_train)
     with timer.step("features"):
         caches = build_features(config, data, store, targets, budget)
     if not targets:
@@ -417,6 +421,8 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
         metrics["seconds"] = dict(timer.seconds)
         if budget.limited:
             metrics["budget"] = budget.summary()
+        if sized:
+            metrics["size_defaults"] = sized
         write_report(folder.path, metrics, reports, timer.seconds, changes, extra.html, extra.images)
         folder.publish({"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
                         "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),
