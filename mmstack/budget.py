@@ -16,11 +16,24 @@ planned or skipped: behaviour is as without this module.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def process_age() -> float:
+    """Seconds since this process started (0 where /proc is not there): a ``--time-limit`` is wall-clock from the
+    command's start, as the user times it, so imports and start-up count too."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class ModelSkipped(Exception):
@@ -37,6 +50,9 @@ class Budget:
     reserve_share: float = 0.15  # kept back for stacking and the report (its plots take seconds)
     min_reserve: float = 10.0
     min_model_share: float = 0.05  # a model starts only with at least this share of the budget left
+    # a block estimated under this share of the budget is built even past the features' share (while the run has
+    # time before the reserve): one slow block must not starve the cheap ones (encodings, tabular) that come after
+    cheap_block_share: float = 0.03
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -62,7 +78,7 @@ class Budget:
         if self.limit is None:
             return True
         left = self.features_share * self.limit - self.elapsed()
-        if estimate <= left:
+        if estimate <= left or estimate <= min(self.cheap_block_share * self.limit, self.left() - self.reserve()):
             return True
         self.skip("block", name, f"estimated {estimate:.0f} s from its throughput, {max(left, 0):.0f} s left "
                                  "for features")

@@ -73,7 +73,7 @@ def run_cmd(
         from .errors import ConfigError
 
         raise ConfigError(f"--time-limit must be a positive number of seconds, got {time_limit}")
-    run_dir = run(cfg, input, workdir, time_limit)
+    run_dir = run(cfg, input, workdir, time_limit, from_process_start=True)
     typer.echo(f"submission: {run_dir / get_task(cfg.task).submission_file}")
     typer.echo(f"report:     {run_dir / 'report.html'}")
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .budget import Budget, ModelSkipped
+from .budget import Budget, ModelSkipped, process_age
 from .config import Config, diff_flat
 from .data.dataset import Dataset
 from .data.schema import check_rows_for_folds
@@ -372,11 +372,14 @@ class TaskOutputs:
 
 
 def run(config: Config, input_dir: Path | None = None, workdir: Path | str = ".",
-        time_limit: float | None = None) -> Path:
+        time_limit: float | None = None, from_process_start: bool = False) -> Path:
     """Run the whole pipeline; returns the run's folder under ``submissions/``. ``time_limit`` (or
-    ``task.time_limit``): seconds for the whole run (:mod:`mmstack.budget`)."""
+    ``task.time_limit``): seconds for the whole run (:mod:`mmstack.budget`), counted from the process's start
+    with ``from_process_start`` (the CLI: start-up and imports count, as the user's clock sees them)."""
     limit = time_limit if time_limit is not None else config.get("task.time_limit")
     budget = Budget(float(limit) if limit else None)
+    if from_process_start:
+        budget.started -= process_age()
     store = Store(workdir)
     timer = Timer()
     input_dir = resolve_input(config, input_dir)
