@@ -36,7 +36,7 @@ from record import write_section  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 AUTOGLUON = "autogluon.tabular[lightgbm,catboost,xgboost,fastai]==1.6.3"
 TORCH = "torch==2.13.0"  # the CPU wheel; an unpinned torch would pull a CUDA build
-AVITO_BUDGET = {1000: 180, 10000: 420, 100000: 600}  # seconds per tool per outer fold, by training rows
+AVITO_BUDGET = {1000: 300, 10000: 600, 100000: 900}  # seconds per tool per outer fold, by training rows
 FLICKR_BUDGET = 300
 SEED = 42
 
@@ -188,9 +188,8 @@ def main() -> None:
             if not (args.data / "train_dataset.csv").is_file():
                 print(f"skipped flickr8k: no data at {args.data}")
                 continue
-            from peers_relevance import relevance_case
-
-            cases.append(relevance_case(args, ag_python, run_timed, kit_env, summarise))
+            # not built yet: it needs the kit's label-free pair features written out as AutoGluon's columns
+            print("skipped flickr8k: the relevance case is not implemented yet (see BENCHMARKS.md, peers)")
         else:
             raise SystemExit(f"unknown case {case!r} (avito-ROWS or flickr8k)")
     lines = ["## The kit against AutoGluon (peer benchmark)", "",
