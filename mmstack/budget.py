@@ -54,6 +54,10 @@ class Budget:
     # time before the reserve): one slow block must not starve the cheap ones (encodings, tabular) that come after
     cheap_block_share: float = 0.03
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    # (estimated, measured) seconds of the blocks built in this run: throughputs were measured on a quiet machine,
+    # so the ratio tells how much slower this one is now (a shared machine ran 10x slower) for the blocks to come
+    built: list[tuple[float, float]] = field(default_factory=list)
+    max_slowdown: float = 20.0
 
     @property
     def limited(self) -> bool:
@@ -73,10 +77,25 @@ class Budget:
         self.skipped.append({"kind": kind, "name": name, "why": why, "at_seconds": round(self.elapsed(), 1)})
         log.warning("time limit: skipped %s %s: %s", kind, name, why)
 
+    def block_built(self, estimate: float, seconds: float) -> None:
+        """Record a block built in this run: its estimate from the throughput and the seconds it took."""
+        if estimate > 0:
+            self.built.append((estimate, seconds))
+
+    def slowdown(self) -> float:
+        """Measured / estimated seconds of the blocks built so far (at least 1; 1 until they add up to 0.5 s
+        estimated, below which fixed costs dominate)."""
+        estimated = sum(e for e, _ in self.built)
+        if estimated < 0.5:
+            return 1.0
+        return min(self.max_slowdown, max(1.0, sum(m for _, m in self.built) / estimated))
+
     def block_fits(self, name: str, estimate: float) -> bool:
-        """Does a block estimated at ``estimate`` seconds fit in what is left of the features' share?"""
+        """Does a block estimated at ``estimate`` seconds (times the measured :meth:`slowdown`) fit in what is
+        left of the features' share?"""
         if self.limit is None:
             return True
+        estimate *= self.slowdown()
         left = self.features_share * self.limit - self.elapsed()
         if estimate <= left or estimate <= min(self.cheap_block_share * self.limit, self.left() - self.reserve()):
             return True

@@ -120,6 +120,8 @@ def build_features(config: Config, data: Dataset, store: Store, targets: list[Ta
                 skipped.add(name)
                 continue
             cache.get(resolve(name), resolve)
+            if budget is not None and not cache.reused.get(name, True):
+                budget.block_built(resolve(name).estimate_seconds(data.n_rows), cache.seconds.get(name, 0.0))
     return caches
 
 

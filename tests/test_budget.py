@@ -68,3 +68,13 @@ def test_process_age_counts_from_the_process_start():
     from mmstack.budget import process_age
 
     assert 0.0 < process_age() < 24 * 3600  # this test process started before the test, not ages ago
+
+
+def test_block_estimates_follow_the_measured_slowdown():
+    budget = Budget(limit=100.0)  # 40 s for features
+    assert budget.slowdown() == 1.0 and budget.block_fits("text_embed", 20.0)
+    budget.block_built(0.1, 3.0)  # tiny blocks: fixed costs, not a slowdown
+    assert budget.slowdown() == 1.0
+    budget.block_built(2.0, 17.0)  # text_tfidf took 9x its estimate: the machine is busy
+    assert budget.slowdown() == pytest.approx(20.0 / 2.1)
+    assert not budget.block_fits("text_embed", 20.0) and "estimated 190 s" in budget.skipped[-1]["why"]
