@@ -16,11 +16,24 @@ planned or skipped: behaviour is as without this module.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def process_age() -> float:
+    """Seconds since this process started (0 where /proc is not there): a ``--time-limit`` is wall-clock from the
+    command's start, as the user times it, so imports and start-up count too."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class ModelSkipped(Exception):
@@ -37,7 +50,14 @@ class Budget:
     reserve_share: float = 0.15  # kept back for stacking and the report (its plots take seconds)
     min_reserve: float = 10.0
     min_model_share: float = 0.05  # a model starts only with at least this share of the budget left
+    # a block estimated under this share of the budget is built even past the features' share (while the run has
+    # time before the reserve): one slow block must not starve the cheap ones (encodings, tabular) that come after
+    cheap_block_share: float = 0.03
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    # (estimated, measured) seconds of the blocks built in this run: throughputs were measured on a quiet machine,
+    # so the ratio tells how much slower this one is now (a shared machine ran 10x slower) for the blocks to come
+    built: list[tuple[float, float]] = field(default_factory=list)
+    max_slowdown: float = 20.0
 
     @property
     def limited(self) -> bool:
@@ -57,12 +77,27 @@ class Budget:
         self.skipped.append({"kind": kind, "name": name, "why": why, "at_seconds": round(self.elapsed(), 1)})
         log.warning("time limit: skipped %s %s: %s", kind, name, why)
 
+    def block_built(self, estimate: float, seconds: float) -> None:
+        """Record a block built in this run: its estimate from the throughput and the seconds it took."""
+        if estimate > 0:
+            self.built.append((estimate, seconds))
+
+    def slowdown(self) -> float:
+        """Measured / estimated seconds of the blocks built so far (at least 1; 1 until they add up to 0.5 s
+        estimated, below which fixed costs dominate)."""
+        estimated = sum(e for e, _ in self.built)
+        if estimated < 0.5:
+            return 1.0
+        return min(self.max_slowdown, max(1.0, sum(m for _, m in self.built) / estimated))
+
     def block_fits(self, name: str, estimate: float) -> bool:
-        """Does a block estimated at ``estimate`` seconds fit in what is left of the features' share?"""
+        """Does a block estimated at ``estimate`` seconds (times the measured :meth:`slowdown`) fit in what is
+        left of the features' share?"""
         if self.limit is None:
             return True
+        estimate *= self.slowdown()
         left = self.features_share * self.limit - self.elapsed()
-        if estimate <= left:
+        if estimate <= left or estimate <= min(self.cheap_block_share * self.limit, self.left() - self.reserve()):
             return True
         self.skip("block", name, f"estimated {estimate:.0f} s from its throughput, {max(left, 0):.0f} s left "
                                  "for features")

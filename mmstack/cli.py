@@ -82,7 +82,7 @@ def run_cmd(
         raise ConfigError(f"--time-limit must be a positive number of seconds, got {time_limit}")
     executor = parallel.RayExecutor(ray) if ray else None
     with parallel.use(executor) if executor else contextlib.nullcontext():
-        run_dir = run(cfg, input, workdir, time_limit)
+        run_dir = run(cfg, input, workdir, time_limit, from_process_start=True)
     typer.echo(f"submission: {run_dir / get_task(cfg.task).submission_file}")
     typer.echo(f"report:     {run_dir / 'report.html'}")
 

@@ -70,6 +70,18 @@ class Config:
         node[parts[-1]] = value
         self._set_by[".".join(parts)] = item
 
+    def set_by_user(self, dotted: str) -> bool:
+        """Was ``dotted`` (or a table above it) given by ``--set``?"""
+        return any(dotted == key or dotted.startswith(key + ".") for key in self._set_by)
+
+    def put(self, dotted: str, value: Any) -> None:
+        """Set ``dotted`` to ``value`` from code (not a user's ``--set``), making the tables on the way."""
+        node = self.raw
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+
     def get(self, dotted: str, default: Any = None) -> Any:
         node: Any = self.raw
         for part in dotted.split("."):

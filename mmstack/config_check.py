@@ -70,12 +70,13 @@ SETTINGS: dict[str, Setting] = {
     "task.seed": Setting("int", 0, SEED_MAX),
     "task.time_limit": Setting("float", 1.0, 10**7),  # seconds for a whole run (mmstack/budget.py)
     "task.targets": Setting("names"),  # which of the task's targets to train (default: every one with labels)
+    "task.size_defaults": Setting("bool"),  # lay the training-size tier of mmstack/size_defaults.py over the config
     "data.rows": Setting("int", 1, 10**9),  # avito: size of the embedded synthetic dataset
     "data.crowd_weight": Setting("float", 0.0, 1.0),  # relevance: weight of the crowd share in the target
     "data.max_image_pixels": Setting("int", 1, 10**10),  # width x height of an image, read from its header
     "data.max_image_bytes": Setting("int", 1, 2**40),
     "folds.n_folds": Setting("int", 2, 100),  # fold ids are stored as 8-bit integers
-    "folds.strategy": Setting("str", choices=("kfold", "group")),
+    "folds.strategy": Setting("str", choices=("kfold", "group", "auto")),
     "folds.group_by": Setting("str"),
     "folds.seed": Setting("int", 0, SEED_MAX),
     "features.blocks": Setting("names"),

@@ -195,6 +195,28 @@ def load_or_make_folds(
     return Folds(fold, n_folds, key, row_ids, made, grouped)
 
 
+def auto_strategy(data, target: Target, group_by: str | None, min_seen: float = 0.5) -> str:
+    """"group" when the rows to predict mostly come from groups (e.g. sellers) never seen labelled, else "kfold".
+
+    CV should split the labelled rows the way the labelled and the to-predict rows are split: when under
+    ``min_seen`` of the rows to predict share their ``group_by`` value with a labelled row, shuffled K-fold would
+    let every group-keyed statistic look better in CV than it can be at prediction time.
+    """
+    frame = data.all_rows()
+    if not group_by or group_by not in frame.columns:
+        return "kfold"
+    rows, _ = data.labelled(target)
+    values = frame[group_by].astype(str).to_numpy()
+    predict = np.setdiff1d(np.arange(data.n_rows), rows)
+    if not len(predict):
+        return "kfold"
+    seen = float(np.isin(values[predict], values[rows]).mean())
+    chosen = "group" if seen < min_seen else "kfold"
+    log.info("folds: strategy auto -> %s (%.0f%% of the rows to predict share a %s with a labelled row)",
+             chosen, 100 * seen, group_by)
+    return chosen
+
+
 def target_data(store: Store, data, target: Target, n_folds: int = 5, strategy: str = "kfold", seed: int = 42,
                 group_by: str | None = None) -> TargetData:
     """A target of ``data`` (a :class:`~mmstack.data.dataset.Dataset`) as the fold loop sees it: its labelled

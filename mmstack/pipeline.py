@@ -11,19 +11,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .budget import Budget, ModelSkipped
+from .budget import Budget, ModelSkipped, process_age
 from .config import Config, diff_flat
 from .data.dataset import Dataset
 from .data.schema import check_rows_for_folds
 from .errors import ConfigError
 from .features.base import BlockCache, BlockOutput, FeatureBlock
 from .features.registry import make_block
-from .folds import target_data
+from .folds import auto_strategy, target_data
 from .models.base import ModelInput, ModelResult, train_model
 from .models.registry import make_model
 from .report import TargetReport, build_metrics, write_report
 from .run_folder import RunFolder
 from .runs import load_runs
+from .size_defaults import apply_size_defaults
 from .stack.stacking import Stacked, stack_predictions
 from .store import Store, write_text
 from .targets import Target, TargetData
@@ -86,6 +87,8 @@ def chosen_targets(config: Config, data: Dataset) -> list[Target]:
 def make_target_data(config: Config, spec: TaskSpec, data: Dataset, store: Store, target: Target) -> TargetData:
     """A target's labelled rows, their labels, and their folds (stratified for classification)."""
     strategy = config.get("folds.strategy", "kfold")
+    if strategy == "auto":
+        strategy = auto_strategy(data, target, config.get("folds.group_by", spec.group_column))
     return target_data(store, data, target, n_folds=config.get("folds.n_folds", 5), strategy=strategy,
                        seed=int(config.get("folds.seed", config.seed)),
                        group_by=config.get("folds.group_by", spec.group_column) if strategy == "group" else None)
@@ -117,6 +120,8 @@ def build_features(config: Config, data: Dataset, store: Store, targets: list[Ta
                 skipped.add(name)
                 continue
             cache.get(resolve(name), resolve)
+            if budget is not None and not cache.reused.get(name, True):
+                budget.block_built(resolve(name).estimate_seconds(data.n_rows), cache.seconds.get(name, 0.0))
     return caches
 
 
@@ -369,15 +374,19 @@ class TaskOutputs:
 
 
 def run(config: Config, input_dir: Path | None = None, workdir: Path | str = ".",
-        time_limit: float | None = None) -> Path:
+        time_limit: float | None = None, from_process_start: bool = False) -> Path:
     """Run the whole pipeline; returns the run's folder under ``submissions/``. ``time_limit`` (or
-    ``task.time_limit``): seconds for the whole run (:mod:`mmstack.budget`)."""
+    ``task.time_limit``): seconds for the whole run (:mod:`mmstack.budget`), counted from the process's start
+    with ``from_process_start`` (the CLI: start-up and imports count, as the user's clock sees them)."""
     limit = time_limit if time_limit is not None else config.get("task.time_limit")
     budget = Budget(float(limit) if limit else None)
+    if from_process_start:
+        budget.started -= process_age()
     store = Store(workdir)
     timer = Timer()
     input_dir = resolve_input(config, input_dir)
     spec, data, targets = prepare(config, input_dir, store, timer)
+    sized = apply_size_defaults(config, len(targets[0].rows) if targets else data.n_train)
     with timer.step("features"):
         caches = build_features(config, data, store, targets, budget)
     if not targets:
@@ -417,6 +426,8 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
         metrics["seconds"] = dict(timer.seconds)
         if budget.limited:
             metrics["budget"] = budget.summary()
+        if sized:
+            metrics["size_defaults"] = sized
         write_report(folder.path, metrics, reports, timer.seconds, changes, extra.html, extra.images)
         folder.publish({"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
                         "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),

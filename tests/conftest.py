@@ -34,6 +34,7 @@ def avito_copy(tiny_avito_dir, tmp_path) -> Path:
 # The default config made small and fast for tiny data: 3 folds, few rounds and epochs, small encoders.
 FAST = [
     "folds.n_folds=3",
+    "task.size_defaults=false",  # tests pin their settings; tests/test_size_defaults.py covers the tiers
     "models.lgb.max_rounds=200", "models.lgb.early_stopping=20",
     "models.cat.max_rounds=150", "models.cat.early_stopping=20",
     "models.xgb.max_rounds=150", "models.xgb.early_stopping=20",

@@ -53,3 +53,28 @@ def test_a_time_limited_run_ends_in_time_with_a_valid_submission(tiny_avito_dir,
     sub = pd.read_csv(run_dir / "submission.csv")
     assert len(sub) > 0 and sub["deal_probability"].between(0, 1).all()
     assert "Time limit" in (run_dir / "report.html").read_text()
+
+
+def test_cheap_blocks_are_built_after_a_slow_one_used_the_features_share():
+    budget = Budget(limit=100.0)
+    budget.started -= 45.0  # a slow block used more than the 40 s features' share
+    assert budget.block_fits("tabular", 2.0)  # cheap: built while the run has time
+    assert not budget.block_fits("image_embed", 20.0)
+    budget.started -= 50.0  # 95 s used: inside the reserve, nothing more is built
+    assert not budget.block_fits("tabular", 2.0)
+
+
+def test_process_age_counts_from_the_process_start():
+    from mmstack.budget import process_age
+
+    assert 0.0 < process_age() < 24 * 3600  # this test process started before the test, not ages ago
+
+
+def test_block_estimates_follow_the_measured_slowdown():
+    budget = Budget(limit=100.0)  # 40 s for features
+    assert budget.slowdown() == 1.0 and budget.block_fits("text_embed", 20.0)
+    budget.block_built(0.1, 3.0)  # tiny blocks: fixed costs, not a slowdown
+    assert budget.slowdown() == 1.0
+    budget.block_built(2.0, 17.0)  # text_tfidf took 9x its estimate: the machine is busy
+    assert budget.slowdown() == pytest.approx(20.0 / 2.1)
+    assert not budget.block_fits("text_embed", 20.0) and "estimated 190 s" in budget.skipped[-1]["why"]

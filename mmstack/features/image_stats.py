@@ -165,7 +165,12 @@ class ImageStatsBlock(FeatureBlock):
     # threads by default: no worker start-up or pickling, and PIL decoding and numpy on big photos release the
     # GIL; on the 160x120 synthetic images 2 threads, 2 processes and 1 thread all take 9-11 s per 12.3k images
     # max_side: images are measured at most this large (width, height and file size stay the original's)
-    default_params = {"n_jobs": 2, "chunk_size": 256, "backend": "threading", "max_side": 1024}
+    # dominant_colours: whether models see the 12 dominant-colour columns (they are always computed, for other
+    # blocks). Off by default: on the embedded default they mostly restate the category (its background colour),
+    # and LightGBM's CV was 0.0006 RMSE better without them (BENCHMARKS.md, block ablation), which had made
+    # the whole block look harmful in the ablation.
+    default_params = {"n_jobs": 2, "chunk_size": 256, "backend": "threading", "max_side": 1024,
+                      "dominant_colours": False}
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -207,4 +212,5 @@ class ImageStatsBlock(FeatureBlock):
         dense["phash"] = hashes
         referenced = sum(1 for _, i in refs if i)
         log.info("image_stats: %d of %d rows have a readable image (%d referenced)", readable.sum(), n, referenced)
-        return BlockOutput(dense=dense, non_features=list(NON_FEATURE_COLUMNS))
+        hidden = [] if self.params["dominant_colours"] else [c for c in STAT_COLUMNS if c.startswith("imgst_dom")]
+        return BlockOutput(dense=dense, non_features=list(NON_FEATURE_COLUMNS) + hidden)

@@ -170,12 +170,16 @@ def _ctx(data) -> BlockContext:
 def test_image_stats_block_rows_order_and_problems(damaged, tmp_path):
     data, deleted, corrupt = damaged
     data = _fresh(data)
-    out = ImageStatsBlock({"n_jobs": 2, "chunk_size": 50}).build(_ctx(data))
+    out = ImageStatsBlock({"n_jobs": 2, "chunk_size": 50, "dominant_colours": True}).build(_ctx(data))
     rows = data.all_rows()
     dense = out.dense
     assert len(dense) == data.n_train + data.n_test == len(rows)
     assert out.non_features == list(NON_FEATURE_COLUMNS) == ["phash"]
     assert "phash" not in out.features().columns and dense["phash"].dtype == np.int64
+    # by default models do not see the dominant colours (other blocks still can)
+    lean = ImageStatsBlock({"n_jobs": 2, "chunk_size": 50}).build(_ctx(_fresh(data)))
+    assert "imgst_dom1_r" in lean.dense.columns and "imgst_dom1_r" not in lean.features().columns
+    assert len(out.features().columns) - len(lean.features().columns) == 12
     assert all(c.startswith("imgst_") for c in out.features().columns)
     feat_cols = [c for c in dense.columns if c != "phash"]
     assert (dense[feat_cols].dtypes == np.float32).all()

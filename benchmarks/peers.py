@@ -1,0 +1,213 @@
+"""The kit against AutoGluon on the same data, the same outer split and the same wall-clock budget.
+
+    python benchmarks/peers.py [--cases avito-1000 avito-10000 avito-100000 flickr8k] [--work /tmp/mmstack-bench/peers]
+                               [--budget CASE=SECONDS ...] [--outer-folds K] [--presets best_quality] [--no-record]
+
+AutoGluon (``autogluon.tabular``, pinned below) is installed into its own virtual environment under the work folder
+on first use (``python -m venv`` + pip as configured on the machine); it is never a kit dependency. Per case both
+tools get the same outer split (held-out users, or held-out images for Flickr8k) and the same ``--time-limit``:
+the kit runs ``mmstack run CONFIG --time-limit S`` on the outer training part (its own folds are its own business)
+and predicts the held-out part; AutoGluon fits a ``TabularPredictor`` within ``time_limit=S``. Each tool runs in its
+own process, timed from start to exit, its peak memory read from the OS (``wait4``'s max RSS, children included).
+
+Cases: generated Avito (``mmstack make-data avito --no-images``; AutoGluon's image models need a GPU) at 1,000,
+10,000 and 100,000 training rows, AutoGluon on the raw columns (text included; ids and image names dropped); and
+the relevance task on ``../shared/data/flickr8k`` with the kit's label-free pair features given to AutoGluon as
+columns (skipped cleanly when the data is absent). Results go to BENCHMARKS.md (section "peers").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTOGLUON = "autogluon.tabular[lightgbm,catboost,xgboost,fastai]==1.6.3"
+TORCH = "torch==2.13.0"  # the CPU wheel; an unpinned torch would pull a CUDA build
+AVITO_BUDGET = {1000: 300, 10000: 600, 100000: 900}  # seconds per tool per outer fold, by training rows
+FLICKR_BUDGET = 300
+SEED = 42
+
+
+@dataclass
+class Timed:
+    """One tool's process: wall seconds from start to exit, peak RSS in MB, exit status and its output's tail."""
+
+    seconds: float
+    peak_mb: float
+    returncode: int
+    tail: str
+
+
+def run_timed(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> Timed:
+    """Run ``cmd`` to its end, stdout and stderr to ``log_path``; wall time and peak memory (children included)."""
+    start = time.perf_counter()
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    tail = log_path.read_text(errors="replace")[-2000:]
+    return Timed(seconds, usage.ru_maxrss / 1024, proc.returncode, tail)
+
+
+def autogluon_python(work: Path) -> Path:
+    """AutoGluon's virtual environment under ``work``, created and installed on first use."""
+    venv = work / "ag-venv"
+    python = venv / "bin" / "python"
+    stamp = venv / ".installed"
+    if stamp.is_file() and stamp.read_text() == AUTOGLUON:
+        return python
+    print(f"installing {AUTOGLUON} into {venv} (first use) ...", flush=True)
+    if not python.exists():
+        # a plain interpreter, not the kit's venv: AutoGluon's dependencies must not meet the kit's
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", TORCH, AUTOGLUON], check=True)
+    stamp.write_text(AUTOGLUON)
+    return python
+
+
+def kit_env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def outer_splits(groups: np.ndarray, n_outer: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Outer (train, held-out) row positions by group: one 80/20 split for ``n_outer`` 1, else grouped K-fold."""
+    from sklearn.model_selection import GroupKFold, GroupShuffleSplit
+
+    idx = np.arange(len(groups))
+    if n_outer <= 1:
+        return list(GroupShuffleSplit(n_splits=1, test_size=0.2, random_state=SEED).split(idx, groups=groups))
+    return list(GroupKFold(n_splits=n_outer, shuffle=True, random_state=SEED).split(idx, groups=groups))
+
+
+def rmse(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(y, float) - np.asarray(p, float)) ** 2)))
+
+
+def kit_predictions(workdir: Path, id_col: str, ids: pd.Series, value_col: str) -> np.ndarray:
+    sub = pd.read_csv(workdir / "submissions" / "latest" / "submission.csv")
+    return sub.set_index(id_col)[value_col].reindex(ids.to_numpy()).to_numpy(float)
+
+
+def avito_case(rows: int, args, ag_python: Path) -> dict:
+    """Generated Avito at ``rows`` training rows: outer split by user, the kit and AutoGluon on each outer fold."""
+    data = args.work / "data" / f"avito-{rows}"
+    if not (data / "train.csv").is_file():  # make-data writes train.csv last
+        subprocess.run([sys.executable, "-m", "mmstack", "make-data", "avito", "--rows", str(rows), "--no-images",
+                        "--out", str(data)], check=True, env=kit_env(), cwd=ROOT)
+    full = pd.read_csv(data / "train.csv")
+    budget = args.budget.get(f"avito-{rows}", AVITO_BUDGET.get(rows, 300))
+    folds = []
+    for k, (fit_pos, held_pos) in enumerate(outer_splits(full["user_id"].to_numpy(), args.outer_folds)):
+        case_dir = args.work / "cases" / f"avito-{rows}" / f"outer{k}"
+        shutil.rmtree(case_dir, ignore_errors=True)
+        inp = case_dir / "input"
+        inp.mkdir(parents=True)
+        fit, held = full.iloc[fit_pos], full.iloc[held_pos]
+        fit.to_csv(inp / "train.csv", index=False)
+        held.drop(columns=["deal_probability"]).to_csv(inp / "test.csv", index=False)
+        for extra in ("train_active.csv", "periods_train.csv"):
+            if (data / extra).is_file():
+                os.symlink(data / extra, inp / extra)
+        kit = run_timed([sys.executable, "-m", "mmstack", "run", str(ROOT / "configs" / "avito.toml"), "--input",
+                         str(inp), "--workdir", str(case_dir / "kit"), "--time-limit", str(budget),
+                         *sum((["--set", s] for s in args.overrides), [])], case_dir / "kit.log", kit_env())
+        if kit.returncode != 0:
+            raise SystemExit(f"kit failed on avito-{rows} outer {k}:\n{kit.tail}")
+        kit_pred = kit_predictions(case_dir / "kit", "item_id", held["item_id"], "deal_probability")
+        ag = run_timed([str(ag_python), str(ROOT / "benchmarks" / "peers_autogluon.py"), str(inp / "train.csv"),
+                        str(inp / "test.csv"), "deal_probability", str(case_dir / "ag_pred.csv"),
+                        "--time-limit", str(budget), "--presets", args.presets, "--model-dir", str(case_dir / "ag"),
+                        "--drop", "item_id", "image"], case_dir / "ag.log")
+        if ag.returncode != 0:
+            raise SystemExit(f"AutoGluon failed on avito-{rows} outer {k}:\n{ag.tail}")
+        ag_pred = pd.read_csv(case_dir / "ag_pred.csv")["prediction"].to_numpy(float)
+        y = held["deal_probability"].to_numpy(float)
+        folds.append({"kit": rmse(y, np.clip(kit_pred, 0, 1)), "ag": rmse(y, np.clip(ag_pred, 0, 1)),
+                      "kit_s": kit.seconds, "ag_s": ag.seconds, "kit_mb": kit.peak_mb, "ag_mb": ag.peak_mb,
+                      "n_fit": len(fit), "n_held": len(held)})
+        print(f"avito-{rows} outer {k}: {json.dumps(folds[-1])}", flush=True)
+        shutil.rmtree(case_dir / "ag", ignore_errors=True)  # AutoGluon's models: large, not needed afterwards
+    return summarise(f"generated Avito, {rows:,} training rows", "RMSE", budget, folds)
+
+
+def summarise(name: str, metric: str, budget: float, folds: list[dict]) -> dict:
+    mean = {key: float(np.mean([f[key] for f in folds])) for key in folds[0]}
+    return {"case": name, "metric": metric, "budget": budget, "outer": len(folds), **mean}
+
+
+def table(cases: list[dict]) -> list[str]:
+    lines = ["| case | metric | budget s | outer folds | rows fit / held | kit | AutoGluon | ratio | kit s | "
+             "AutoGluon s | time ratio | kit peak MB | AutoGluon peak MB | goal met |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for c in cases:
+        ratio, time_ratio = c["kit"] / c["ag"], c["kit_s"] / c["ag_s"]
+        goal = ratio <= (0.97 if c["metric"] == "RMSE" else 0.94) and time_ratio <= 1.0
+        lines.append(f"| {c['case']} | {c['metric']} | {c['budget']:.0f} | {c['outer']} | "
+                     f"{c['n_fit']:,.0f} / {c['n_held']:,.0f} | {c['kit']:.4f} | {c['ag']:.4f} | {ratio:.3f} | "
+                     f"{c['kit_s']:.0f} | {c['ag_s']:.0f} | {time_ratio:.2f} | {c['kit_mb']:.0f} | "
+                     f"{c['ag_mb']:.0f} | {'yes' if goal else 'no'} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", nargs="+", default=["avito-1000", "avito-10000", "avito-100000", "flickr8k"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mmstack-bench/peers"))
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "flickr8k")
+    parser.add_argument("--budget", nargs="*", default=[], help="CASE=SECONDS: the time limit of both tools")
+    parser.add_argument("--outer-folds", type=int, default=1, help="1: one 80/20 split by group; K: grouped K-fold")
+    parser.add_argument("--presets", default="best_quality")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="kit config override")
+    parser.add_argument("--no-record", action="store_true", help="print only (for experiments)")
+    args = parser.parse_args()
+    args.budget = {k: float(v) for k, v in (b.split("=", 1) for b in args.budget)}
+    args.work.mkdir(parents=True, exist_ok=True)
+    ag_python = autogluon_python(args.work)
+    cases = []
+    for case in args.cases:
+        if case.startswith("avito-"):
+            cases.append(avito_case(int(case.split("-", 1)[1]), args, ag_python))
+        elif case == "flickr8k":
+            if not (args.data / "train_dataset.csv").is_file():
+                print(f"skipped flickr8k: no data at {args.data}")
+                continue
+            # not built yet: it needs the kit's label-free pair features written out as AutoGluon's columns
+            print("skipped flickr8k: the relevance case is not implemented yet (see BENCHMARKS.md, peers)")
+        else:
+            raise SystemExit(f"unknown case {case!r} (avito-ROWS or flickr8k)")
+    lines = ["## The kit against AutoGluon (peer benchmark)", "",
+             f"`python benchmarks/peers.py --cases {' '.join(args.cases)} --outer-folds {args.outer_folds}"
+             f"{''.join(' --budget ' + f'{k}={v:g}' for k, v in args.budget.items())}`: the kit "
+             f"(configs/avito.toml or configs/relevance.toml as shipped{', ' + ', '.join(args.overrides) if args.overrides else ''}, "
+             f"`--time-limit` = the budget) against {AUTOGLUON.split('[')[0]} {AUTOGLUON.split('==')[1]} "
+             f"(`presets={args.presets!r}`, `dynamic_stacking=False`, `time_limit` = the budget, 2 CPUs) on the same outer split "
+             "(held-out users for Avito, held-out images for Flickr8k) and the same wall-clock budget. Seconds are "
+             "each tool's whole process, start to exit (data loading included); peak memory is the process's max RSS "
+             "with its children. Scores are on the held-out part; figures are means over the outer folds. Goal: "
+             "ratio kit/AutoGluon at most 0.97 (RMSE) or 0.94 (MSE), and kit seconds at most AutoGluon's.", "",
+             *table(cases)]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_record:
+        write_section("peers", text)
+
+
+if __name__ == "__main__":
+    main()
