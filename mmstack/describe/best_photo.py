@@ -1,0 +1,150 @@
+"""The image-text score of a listing's photos, and the best photo.
+
+Two parts, both reading the features of :mod:`mmstack.describe.encode`:
+
+- the zero-shot label bridge of the relevance blocks (:mod:`mmstack.features.pair_match`): the photo's ImageNet
+  class probabilities weight the USE vectors of "a photo of {class}", and the cosine of that vector with the
+  text's USE vector is the score. Needs no training; reads real photos (the CLIPScore role on Flickr8k);
+- a category matcher trained on the kit's listings (:class:`CategoryMatcher`): the listing category read from the
+  photo (logistic regression on PCA-reduced EfficientNet features) and from the text (logistic regression on the
+  USE vector); their agreement, the Bhattacharyya coefficient of the two distributions (0..1), says whether the
+  photo shows what the text offers. It drives the best photo and the mismatch verdicts when it is present.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..projection import unit_rows
+from .encode import Encoded, ListingEncoder
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "a photo of {}"
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class CategoryMatcher:
+    """Listing category from a photo and from a text, and their agreement; arrays only (no pickle)."""
+
+    classes: np.ndarray  # (C,) category names
+    img_centre: np.ndarray  # (1280,)
+    img_axes: np.ndarray  # (1280, k) PCA axes
+    img_coef: np.ndarray  # (C, k)
+    img_intercept: np.ndarray  # (C,)
+    txt_coef: np.ndarray  # (C, 512)
+    txt_intercept: np.ndarray  # (C,)
+    threshold: float  # agreement under this = the photo does not show what the text offers
+
+    @classmethod
+    def fit(cls, pooled: np.ndarray, img_labels: np.ndarray, text_vecs: np.ndarray, txt_labels: np.ndarray,
+            components: int = 64, seed: int = 0) -> "CategoryMatcher":
+        """Shrinkage LDA (scikit-learn; closed form, fast) on PCA-reduced photo features and on text vectors."""
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        from .captioners import fit_pca
+
+        classes = np.array(sorted(set(img_labels) | set(txt_labels)))
+        centre, axes = fit_pca(pooled, components, seed)
+        code = {c: i for i, c in enumerate(classes)}
+
+        def fit_lda(X, labels):
+            y = np.array([code[c] for c in labels])
+            lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(X, y)
+            coef = np.zeros((len(classes), X.shape[1]))
+            intercept = np.full(len(classes), -30.0)  # a class never seen here gets no mass
+            if len(lda.classes_) == 2:  # binary: one decision row, for the second class
+                coef[lda.classes_[1]], intercept[lda.classes_[1]] = lda.coef_[0], lda.intercept_[0]
+                intercept[lda.classes_[0]] = 0.0
+            else:
+                coef[lda.classes_], intercept[lda.classes_] = lda.coef_, lda.intercept_
+            return coef, intercept
+
+        img_coef, img_intercept = fit_lda((pooled - centre) @ axes, img_labels)
+        txt_coef, txt_intercept = fit_lda(text_vecs, txt_labels)
+        return cls(classes, centre, axes, img_coef, img_intercept, txt_coef, txt_intercept, threshold=0.2)
+
+    def image_probs(self, pooled: np.ndarray) -> np.ndarray:
+        return _softmax(((pooled - self.img_centre) @ self.img_axes) @ self.img_coef.T + self.img_intercept)
+
+    def text_probs(self, text_vecs: np.ndarray) -> np.ndarray:
+        return _softmax(np.atleast_2d(text_vecs) @ self.txt_coef.T + self.txt_intercept)
+
+    def agreement(self, text_vec: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+        """Per photo, the Bhattacharyya coefficient of the photo's and the text's category distributions."""
+        if not len(pooled):
+            return np.zeros(0)
+        return np.sqrt(self.image_probs(pooled) * self.text_probs(text_vec)).sum(axis=1)
+
+    def to_arrays(self, prefix: str = "matcher_") -> dict[str, np.ndarray]:
+        return {f"{prefix}{k}": np.asarray(getattr(self, k)) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str = "matcher_") -> "CategoryMatcher":
+        values = {k: arrays[f"{prefix}{k}"] for k in cls.__dataclass_fields__}
+        values["threshold"] = float(values["threshold"])
+        values = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+                  for k, v in values.items()}
+        return cls(**values)
+
+
+class ImageTextScorer:
+    """Scores photos against a text: the label bridge always, the category agreement when a matcher is given."""
+
+    def __init__(self, encoder: ListingEncoder, matcher: CategoryMatcher | None = None, template: str = TEMPLATE):
+        if "{}" not in template:
+            raise ConfigError(f"image-text template must contain {{}} where the class name goes, got {template!r}")
+        self.encoder, self.matcher, self.template = encoder, matcher, template
+        self._labels: np.ndarray | None = None
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Unit USE vectors of the 1000 ImageNet class names in the template (computed once, ~2 s)."""
+        if self._labels is None:
+            from ..features.pair_match import imagenet_names
+
+            texts = [self.template.format(name) for name in imagenet_names()]
+            self._labels = unit_rows(self.encoder.texts(texts).astype(np.float64))
+        return self._labels
+
+    def bridge(self, text_vec: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """Per photo, the cosine of the text's vector with the photo's label-bridge vector (-1..1)."""
+        if not len(probs) or not np.any(text_vec):
+            return np.zeros(len(probs))
+        return unit_rows(probs.astype(np.float64) @ self.labels) @ text_vec.astype(np.float64)
+
+    def scores(self, enc: Encoded, text_vec: np.ndarray | None = None) -> dict[str, np.ndarray | None]:
+        """``bridge``, ``agreement`` (None without a matcher) and ``score`` (agreement when there is one, else
+        the bridge) per photo, against ``text_vec`` (default: the listing's own text)."""
+        text_vec = enc.text_vec if text_vec is None else text_vec
+        bridge = self.bridge(text_vec, enc.probs)
+        agreement = None
+        if self.matcher is not None and np.any(text_vec):
+            agreement = self.matcher.agreement(text_vec, enc.pooled)
+        return {"bridge": bridge, "agreement": agreement, "score": agreement if agreement is not None else bridge}
+
+    def best_photo(self, enc: Encoded) -> int | None:
+        """Index of the photo that matches the text best; the first photo when there is no text; None without
+        photos."""
+        if not enc.n_photos:
+            return None
+        if not enc.has_text:
+            return 0
+        return int(np.argmax(self.scores(enc)["score"]))
+
+
+def summary(values: np.ndarray | None) -> dict[str, float | None]:
+    """Mean and max of per-photo scores (None without photos)."""
+    if values is None or not len(values):
+        return {"mean": None, "max": None}
+    return {"mean": round(float(np.mean(values)), 4), "max": round(float(np.max(values)), 4)}
