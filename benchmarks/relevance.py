@@ -96,7 +96,7 @@ def main() -> None:
 
     truth = queries.groupby("image")["query_text"].agg(lambda t: any(query_asks_for_minors(x) for x in t))
     reasons = answered[0].withheld_images if answered else {}
-    by_face = {f for f, r in reasons.items() if not r.startswith("similar")}
+    by_face = {f for f, r in reasons.items() if "face estimated" in r}
     by_any = set(reasons)
     kids, others = set(truth.index[truth]), set(truth.index[~truth])
     filter_lines = ["", "Legal filter on the 100 test images, judged by their own captions (not seen by the filter): "
@@ -105,7 +105,7 @@ def main() -> None:
                     *(f"| {name} | {len(kids & got)}/{len(kids)} ({len(kids & got) / max(1, len(kids)):.0%}) | "
                       f"{len(others & got)}/{len(others)} |"
                       for name, got in (("faces estimated under 25", by_face),
-                                        ("faces, or similar training images captioned with children", by_any)))]
+                                        ("minors classifier or faces (mmstack.moderation_images)", by_any)))]
     lines = ["## Image-text relevance (Flickr8k)", "",
              f"`python benchmarks/relevance.py`: the real Flickr8k developer copy ({data.n_train:,} scored pairs, "
              f"{data.train['image'].nunique()} images, {data.train['query_id'].nunique()} queries), configs/relevance.toml "

@@ -26,7 +26,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S", force=True)
-    for noisy in ("matplotlib", "PIL"):
+    for noisy in ("matplotlib", "PIL", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -39,7 +39,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of
 
 @app.command("make-data")
 def make_data(
-    task: Annotated[str, typer.Argument(help="Task whose synthetic data to write (avito).")],
+    task: Annotated[str, typer.Argument(help="Task whose synthetic data to write (avito, products).")],
     out: Annotated[Path, typer.Option(help="Folder to write the Kaggle-format files into.")],
     rows: Annotated[int, typer.Option(help="Training rows (test gets the Kaggle train:test ratio).")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
@@ -66,6 +66,7 @@ def run_cmd(
     STATE["workdir"] = workdir
     from .config import Config
     from .pipeline import run
+    from .tasks import get_task
 
     cfg = Config.load(config, set_ or [])
     if time_limit is not None and not time_limit > 0:
@@ -73,7 +74,7 @@ def run_cmd(
 
         raise ConfigError(f"--time-limit must be a positive number of seconds, got {time_limit}")
     run_dir = run(cfg, input, workdir, time_limit)
-    typer.echo(f"submission: {run_dir / 'submission.csv'}")
+    typer.echo(f"submission: {run_dir / get_task(cfg.task).submission_file}")
     typer.echo(f"report:     {run_dir / 'report.html'}")
 
 
@@ -115,6 +116,28 @@ def train_cmd(
                    f"{'reused' if r.reused else f'{r.seconds:.1f}s'}  {r.name}")
 
 
+@app.command("export-onnx")
+def export_onnx_cmd(
+    config: ConfigArg,
+    input: InputOpt = None,
+    workdir: WorkdirOpt = Path("."),
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the ONNX files (default: "
+                                                      "<workdir>/models/products/onnx).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Export the products task's embedding (image encoder + fusion net) to ONNX, checked against torch."""
+    STATE["workdir"] = workdir
+    from .config import Config
+    from .products.export import export_from_config
+
+    folder, manifest = export_from_config(Config.load(config, set_ or []), input, workdir, out)
+    for name in manifest["files"]:
+        typer.echo(f"wrote {folder / name}")
+    diff = manifest["max_abs_diff"]
+    typer.echo(f"onnxruntime vs torch, max abs difference: image encoder {diff['image_encoder']:.2e}, "
+               f"fusion {diff['fusion']:.2e}")
+
+
 @app.command("search")
 def search_cmd(
     config: ConfigArg,
@@ -154,7 +177,8 @@ def search_cmd(
     for i, (image, score) in enumerate(zip(result.ranked["image"], result.ranked["score"]), start=1):
         table.add_row(str(i), image, f"{score:.3f}")
     Console().print(table)
-    typer.echo(f"withheld by the legal filter (a face estimated under age): {result.withheld} image(s)")
+    typer.echo(f"withheld by the legal filter (minors classifier or a face estimated under age): "
+               f"{result.withheld} image(s)")
     if result.unreadable:
         typer.echo(f"not readable images (skipped, not ranked): {result.unreadable} file(s)")
     if result.sheet:
@@ -164,21 +188,34 @@ def search_cmd(
 @app.command("moderate")
 def moderate_cmd(
     texts: Annotated[Optional[Path], typer.Option(help="CSV file of texts to screen.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output CSV: the input's columns + toxicity + toxic.")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Folder of photos to screen (jpg, png, gif, webp, bmp).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output CSV: texts: the input's columns + toxicity + toxic; "
+                                                     "images: image,nsfw,minor,verdict,reason per image file.")] = None,
     column: Annotated[str, typer.Option(help="Column of --texts that holds the text.")] = "text",
     threshold: Annotated[Optional[float], typer.Option(help="toxic = 1 at or above this score "
                                                             "(default: configs/moderation.toml).")] = None,
-    images: Annotated[Optional[Path], typer.Option(help="Folder of images to screen (not implemented yet).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Moderation config (default configs/moderation.toml).")] = None,
-    fast: Annotated[bool, typer.Option("--fast", help="Lexicon and character model only, no embeddings.")] = False,
+    config: Annotated[Optional[Path], typer.Option(help="Moderation config (texts: configs/moderation.toml; images: "
+                                                        "a config with an [images] table, default the shipped "
+                                                        "thresholds).")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Texts: lexicon and character model only, no embeddings.")] = False,
 ) -> None:
-    """Screen texts for toxicity and profanity (Russian): a score 0..1 and a 0/1 verdict per row."""
+    """Screen texts (Russian toxicity and profanity: a score 0..1 and a 0/1 verdict per row) or photos (NSFW score,
+    minors score and a verdict per image file; unreadable files get a reason)."""
     from .errors import ConfigError
 
+    if (texts is None) == (images is None):
+        raise ConfigError("moderate needs exactly one of --texts FILE.csv or --images FOLDER (and --out OUT.csv)")
+    if out is None:
+        raise ConfigError("moderate needs --out OUT.csv")
     if images is not None:
-        raise ConfigError("--images: image moderation is not implemented yet; screen texts with --texts FILE.csv")
-    if texts is None or out is None:
-        raise ConfigError("moderate needs --texts FILE.csv and --out OUT.csv")
+        from .moderation_images.batch import screen_images
+        from .moderation_images.settings import ImageModerationSettings
+
+        counts = screen_images(images, out, ImageModerationSettings.load(config))
+        typer.echo(f"{counts['images']} image files: " + ", ".join(f"{counts.get(v, 0)} {v}"
+                                                                   for v in ("ok", "flagged", "unreadable"))
+                   + f" ({counts['images_per_second']:.1f} images/s) -> {out}")
+        return
     from .moderation.screen import moderate_file
 
     summary = moderate_file(texts, out, column=column, threshold=threshold, config=config,
@@ -237,6 +274,15 @@ def runs_cmd(
                       *[f"{r['models'][m]:.5f}" if m in r["models"] else "" for m in models], changes)
     # a terminal folds long cells to its width; a pipe or file gets whole lines, one run per line
     Console(width=max(120, os.get_terminal_size().columns) if sys.stdout.isatty() else 1000).print(table)
+
+
+def _kaggle_app() -> typer.Typer:
+    from .kaggle.commands import app as kaggle
+
+    return kaggle
+
+
+app.add_typer(_kaggle_app(), name="kaggle")  # mmstack kaggle package / check (mmstack/kaggle/)
 
 
 # errors of the machine rather than of the kit or the input: one line, exit 2, no traceback

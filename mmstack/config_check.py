@@ -86,8 +86,19 @@ SETTINGS: dict[str, Setting] = {
     "ablation.baseline": Setting("names"),
     "ablation.params": Setting("table"),
     "report.residual_groups": Setting("names"),
-    "search.minor_neighbours": Setting("int", 1, 10_000),
-    "search.minor_caption_share": Setting("float", 0.0, 1.0),
+    "search.minor_threshold": Setting("float", 0.0, 1.0),  # minors classifier probability that withholds
+    "data.price_bins": Setting("int", 2, 100),  # products: quantile bins of the price proxy label
+    "proxy.classifiers": Setting("names"),  # products: protocol (a) classifiers, "logreg" and/or "mlp"
+    "proxy.logreg_c": Setting("float", 1e-6, 1e6),
+    "proxy.mlp_hidden": Setting("int", 1, 100_000),
+    "proxy.mlp_alpha": Setting("float", 0.0, 1e3),
+    "duplicates.candidates": Setting("int", 1, 1000),  # products: neighbours per listing and source
+    "duplicates.max_hamming": Setting("int", 0, 64),
+    "duplicates.method": Setting("str", choices=("pairs", "tfidf", "embedding")),
+    "duplicates.n_folds": Setting("int", 2, 100),
+    "duplicates.recall_k": Setting("int", 1, 1000),
+    "duplicates.threshold": Setting("float", -1.0, 1.0),  # embedding cosine when no group is labelled
+    "duplicates.examples": Setting("int", 0, 100),
 }
 
 

@@ -10,7 +10,8 @@ Two checks, each usable on its own:
 Limits: the detector finds frontal faces of roughly 80 px and more (the default upscale to 1000 px halves that),
 so children seen from behind, in profile or far away are not detected and their images pass. On the 903 Flickr8k
 images (2 cores) it withheld 34% of those whose captions describe children (17% without the upscale) and 3% of the
-others: it lowers exposure, it does not guarantee absence; pair it with a check of the image's text.
+others: it lowers exposure, it does not guarantee absence. The search pairs it with the minors classifier
+(:class:`mmstack.moderation_images.minors.ChildFilter`), which sees whole photos.
 
 Importing this module loads no model and imports neither dlib nor onnxruntime; the estimator loads on first use.
 """
@@ -28,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -157,8 +156,10 @@ class MinorFilter:
     def estimate(self, image_bytes: bytes) -> list[float] | None:
         """Estimated ages of the faces in an encoded image, or None when it cannot be decoded."""
         image = decode_image(image_bytes)
-        if image is None:
-            return None
+        return None if image is None else self.estimate_image(image)
+
+    def estimate_image(self, image: Image.Image) -> list[float]:
+        """Estimated ages of the faces in a decoded RGB image (upscaled to ``upscale_to`` first when smaller)."""
         if self.upscale_to is not None and max(image.size) < self.upscale_to:
             scale = self.upscale_to / max(image.size)
             image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
@@ -283,28 +284,3 @@ def query_asks_for_minors(text: str) -> bool:
     if _EN_MINOR_WORDS.search(text):
         return True
     return any(_ru_lemmas(w.lower()) & _RU_MINOR_LEMMAS for w in _RU_WORD.findall(text))
-
-
-def similar_images_show_minors(data, pm_extras, pooled: np.ndarray, ok: np.ndarray, neighbours: int = 10,
-                               share: float = 0.2) -> np.ndarray:
-    """Per image: do the captions of the training images most like it mention children?
-
-    The face filter misses children seen from behind, in profile or far away; the captions written for similar
-    training images do not. An image is flagged when at least ``share`` of the captions of its ``neighbours``
-    nearest training images (EfficientNet-Lite0 features, cosine) ask for minors (:func:`query_asks_for_minors`).
-    """
-    from .features.caption_bridge import caption_images
-    from .projection import unit_rows
-
-    train = data.train
-    source = caption_images(train, np.asarray(pm_extras["image_index"])[:len(train)])
-    captions = pd.DataFrame({"image": source, "text": train["query_text"]}).dropna().drop_duplicates("text")
-    if captions.empty:
-        return np.zeros(len(pooled), bool)
-    train_pooled = np.asarray(pm_extras["image_pooled"], np.float64)
-    known = unit_rows(train_pooled[captions["image"].astype(int).to_numpy()])
-    minors = captions["text"].map(query_asks_for_minors).to_numpy(bool)
-    sims = unit_rows(np.asarray(pooled, np.float64)) @ known.T
-    top = np.argsort(-sims, axis=1)[:, :min(neighbours, len(known))]
-    flagged = minors[top].mean(axis=1) >= share
-    return flagged & ok

@@ -281,16 +281,58 @@ class TargetRun:
         return self.data.target
 
 
+def predicted_labels(data: Dataset, runs: list[TargetRun]) -> dict[str, np.ndarray]:
+    """Per target, every row's label as text: the given one, else the stacked prediction (None if neither)."""
+    from .targets import class_text
+
+    out = {}
+    for r in runs:
+        labels = data.labels[r.target.name]
+        values = np.full(data.n_rows, None, dtype=object)
+        given = labels.notna().to_numpy()
+        values[given] = class_text(labels[given]).to_numpy() if r.target.is_classification else labels[given]
+        values[r.data.predict_rows] = r.target.decode(r.stacked.test)
+        out[r.target.name] = values
+    return out
+
+
+def in_scope(spec: TaskSpec, data: Dataset, runs: list[TargetRun]) -> dict[str, np.ndarray]:
+    """Per target, which of its rows to predict it applies to (:attr:`TargetSpec.applies_to`): all of them, or
+    those whose ``applies_to`` label (given, else predicted) is a class under which the target has labels.
+    E.g. gender, labelled on clothes only, is not predicted for a kettle."""
+    specs = {s.name: s for s in spec.targets}
+    labels = predicted_labels(data, runs)
+    scope = {}
+    for r in runs:
+        rows = r.data.predict_rows
+        parent = getattr(specs.get(r.target.name), "applies_to", None)
+        keep = np.ones(len(rows), bool)
+        if parent is not None and parent in data.labels.columns:
+            if parent in labels:
+                of_row = labels[parent]
+            else:  # the parent label is not a trained target here: given labels only
+                from .targets import class_text
+
+                column = data.labels[parent]
+                of_row = np.where(column.notna(), class_text(column.fillna("")), None)
+            allowed = set(of_row[r.data.rows]) - {None}
+            keep = np.array([of_row[i] in allowed for i in rows], bool)
+        scope[r.target.name] = rows[keep]
+    return scope
+
+
 def submission_frame(spec: TaskSpec, data: Dataset, runs: list[TargetRun]) -> pd.DataFrame:
-    """The rows to predict (of any target) with the task's key columns and, per target, the predicted value or
-    class (and the class probabilities when the task asks for them); empty where a row is labelled for that
-    target."""
-    predict = np.unique(np.concatenate([r.data.predict_rows for r in runs]))
+    """The rows to predict (of any target, within its scope: :func:`in_scope`) with the task's key columns and,
+    per target, the predicted value or class (and the class probabilities when the task asks for them); empty
+    where a row is labelled for that target or outside its scope."""
+    scope = in_scope(spec, data, runs)
+    predict = np.unique(np.concatenate([scope[r.target.name] for r in runs]))
     frame = data.all_rows().iloc[predict][list(spec.key_columns)].reset_index(drop=True)
     for r in runs:
         t = r.target
         full = np.full((data.n_rows, t.n_outputs), np.nan)
-        full[r.data.predict_rows] = r.stacked.test
+        rows = np.searchsorted(r.data.predict_rows, scope[t.name])
+        full[scope[t.name]] = r.stacked.test[rows]
         pred = full[predict]
         has = ~np.isnan(pred).any(axis=1)
         values = np.full(len(predict), None, dtype=object) if t.is_classification else np.full(len(predict), np.nan)
@@ -300,6 +342,30 @@ def submission_frame(spec: TaskSpec, data: Dataset, runs: list[TargetRun]) -> pd
             for j, column in enumerate(t.output_names):
                 frame[column] = pred[:, j]
     return frame
+
+
+@dataclass
+class RunContext:
+    """What a task's own outputs (:attr:`TaskSpec.outputs`) may read: the run's config, data (with labels), each
+    target's run, the shared feature blocks, the store and the run folder being written."""
+
+    config: Config
+    spec: TaskSpec
+    data: Dataset
+    runs: list[TargetRun]
+    cache: BlockCache
+    store: Store
+    folder: Path
+    predictions: pd.DataFrame
+
+
+@dataclass
+class TaskOutputs:
+    """A task's additions to a run: metrics.json entries, and report HTML with its plots (caption, png name)."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    html: list[str] = field(default_factory=list)
+    images: list[tuple[str, str]] = field(default_factory=list)
 
 
 def run(config: Config, input_dir: Path | None = None, workdir: Path | str = ".",
@@ -314,6 +380,8 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     spec, data, targets = prepare(config, input_dir, store, timer)
     with timer.step("features"):
         caches = build_features(config, data, store, targets, budget)
+    if not targets:
+        return outputs_only(config, spec, data, store, timer)
     runs = []
     for i, t in enumerate(targets):
         cache = caches[t.target.name]
@@ -328,7 +396,11 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     run_id, run_dir = folder.run_id, folder.final
     primary = runs[0]
     with folder, timer.step("report"):
-        write_text(folder.path / "submission.csv", submission_frame(spec, data, runs).to_csv(index=False))
+        predictions = submission_frame(spec, data, runs)
+        write_text(folder.path / spec.submission_file, predictions.to_csv(index=False))
+        extra = TaskOutputs()
+        if spec.outputs is not None:
+            extra = spec.outputs(RunContext(config, spec, data, runs, primary.cache, store, folder.path, predictions))
         previous = load_runs(store, spec.name)
         changes = diff_flat(previous[-1]["config"], config.flat()) if previous else ["(first run)"]
         frame = data.all_rows()
@@ -341,10 +413,11 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
             "features": {n: {"key": primary.cache.keys[n], "reused": primary.cache.reused[n],
                              "seconds": round(primary.cache.seconds[n], 3)} for n in primary.cache.keys},
         })
+        metrics.update(extra.metrics)
         metrics["seconds"] = dict(timer.seconds)
         if budget.limited:
             metrics["budget"] = budget.summary()
-        write_report(folder.path, metrics, reports, timer.seconds, changes)
+        write_report(folder.path, metrics, reports, timer.seconds, changes, extra.html, extra.images)
         folder.publish({"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
                         "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),
                         "changes": changes, "models": {r.model: r.cv for r in primary.results},
@@ -352,8 +425,40 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
                         "greater_is_better": primary.target.metric.greater_is_better,
                         **({"targets": {r.target.name: r.stacked.summary["cv"] for r in runs}}
                            if len(runs) > 1 else {}),
-                        "submission": str(run_dir / "submission.csv")})
+                        "submission": str(run_dir / spec.submission_file)})
     reused = [r.model for r in primary.results if r.reused] + [n for n, v in primary.cache.reused.items() if v]
     log.info("run %s: stack %s=%.5f; reused %s; wrote %s", run_id, primary.target.metric.name,
-             primary.stacked.summary["cv"], ", ".join(reused) or "nothing", run_dir / "submission.csv")
+             primary.stacked.summary["cv"], ", ".join(reused) or "nothing", run_dir / spec.submission_file)
+    return run_dir
+
+
+def outputs_only(config: Config, spec: TaskSpec, data: Dataset, store: Store, timer: Timer) -> Path:
+    """A run of data without any labelled target (e.g. a catalogue with duplicate groups only): the feature blocks
+    and the task's own outputs, no models. The run's figure in runs.jsonl is NaN."""
+    if spec.outputs is None:
+        raise ConfigError(f"no target of task {spec.name} has labels in the data: nothing to train")
+    resolve = lambda name: make_block(name, config.block_params(name))  # noqa: E731
+    shared = BlockCache(data, store, config.seed)
+    with timer.step("features"):
+        for name in config.blocks:
+            shared.get(resolve(name), resolve)
+    folder = RunFolder.begin(store, config.raw, data.fingerprint)
+    run_id, run_dir = folder.run_id, folder.final
+    with folder, timer.step("report"):
+        predictions = data.all_rows()[list(spec.key_columns)].iloc[:0]
+        write_text(folder.path / spec.submission_file, predictions.to_csv(index=False))
+        extra = spec.outputs(RunContext(config, spec, data, [], shared, store, folder.path, predictions))
+        previous = load_runs(store, spec.name)
+        changes = diff_flat(previous[-1]["config"], config.flat()) if previous else ["(first run)"]
+        metrics = {"task": spec.name, "targets": {}, "n_folds": config.get("folds.n_folds", 5), "run_id": run_id,
+                   "n_train": data.n_train, "n_test": data.n_test, "data_fingerprint": data.fingerprint,
+                   "features": {n: {"key": shared.keys[n], "reused": shared.reused[n],
+                                    "seconds": round(shared.seconds[n], 3)} for n in shared.keys},
+                   **extra.metrics, "seconds": dict(timer.seconds)}
+        write_report(folder.path, metrics, [], timer.seconds, changes, extra.html, extra.images)
+        folder.publish({"run_id": run_id, "task": spec.name, "time": dt.datetime.now().isoformat(timespec="seconds"),
+                        "config_path": str(config.path), "overrides": config.overrides, "config": config.flat(),
+                        "changes": changes, "models": {}, "stack": float("nan"), "metric": "none",
+                        "greater_is_better": True, "submission": str(run_dir / spec.submission_file)})
+    log.info("run %s: no labelled target; wrote the task's outputs to %s", run_id, run_dir)
     return run_dir

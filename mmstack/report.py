@@ -300,11 +300,13 @@ def _slug(text: str) -> str:
 
 
 def write_report(run_dir: Path, metrics: dict[str, Any], reports: list[TargetReport],
-                 step_seconds: dict[str, float], config_diff: list[str]) -> Path:
-    """Write metrics.json, the plots and report.html into ``run_dir``; returns the report's path."""
+                 step_seconds: dict[str, float], config_diff: list[str], extra_html: list[str] | None = None,
+                 extra_images: list[tuple[str, str]] | None = None) -> Path:
+    """Write metrics.json, the plots and report.html into ``run_dir``; returns the report's path. ``extra_html``
+    and ``extra_images`` (caption, png name in ``run_dir``): a task's own sections, after the targets'."""
     write_json(run_dir / "metrics.json", metrics)
     single = len(reports) == 1
-    sections = metrics.get("targets") or {reports[0].target.name: metrics}
+    sections = metrics.get("targets") or ({reports[0].target.name: metrics} if reports else {})
     images: list[tuple[str, str]] = []
     parts = [
         f"<h1>mmstack run {html.escape(metrics.get('run_id', ''))}</h1>",
@@ -322,6 +324,8 @@ def write_report(run_dir: Path, metrics: dict[str, Any], reports: list[TargetRep
                   f"{len(b['skipped'])} thing(s) skipped to fit.</p>",
                   _table([[s["kind"], s["name"], s["why"], s["at_seconds"]] for s in b["skipped"]]
                          or [["", "nothing", "", ""]], ["skipped", "name", "why", "at second"])]
+    parts += list(extra_html or [])
+    images += list(extra_images or [])
     parts += ["<h2>Time per step</h2>", _table([[k, f"{v:.1f}"] for k, v in step_seconds.items()], ["step", "seconds"]),
               "<h2>Config changes since the previous run</h2>",
               "<pre>" + html.escape("\n".join(config_diff) or "(none)") + "</pre>", "<h2>Plots</h2>"]

@@ -9,7 +9,10 @@
 3. the query is paired with every image; the pair_match features are computed as in training (the block's stored
    image PCA), every level-1 fold model predicts, fold predictions are averaged, and the chosen blender (refitted
    on all out-of-fold predictions) blends them;
-4. images the filter withholds are dropped before ranking; a query that asks for children gets a notice and no
+4. images the legal filter withholds are dropped before ranking (:class:`mmstack.moderation_images.minors.ChildFilter`:
+   the minors classifier's probability at or above ``search.minor_threshold``, default the model file's, or a face
+   estimated under ``--age-threshold``; classifier scores cached per content hash in
+   ``features/legal/minors_scores.json``); a query that asks for children gets a notice and no
    results. The top K are printed and drawn on a contact sheet (PNG).
 
 Only readable images are candidates: files that are not regular files inside the folder, over the byte or pixel
@@ -32,7 +35,8 @@ import pandas as pd
 from .config import Config
 from .data.images import ImageLimits, ImageSource, decode_image
 from .errors import ConfigError, InputError
-from .legal import MinorFilter, content_hash, query_asks_for_minors, similar_images_show_minors
+from .legal import MinorFilter, content_hash, query_asks_for_minors
+from .moderation_images.minors import ChildFilter
 from .store import Store, make_key, write_joblib
 
 log = logging.getLogger(__name__)
@@ -107,10 +111,9 @@ def image_vectors(payloads: list[bytes], params: dict, store: Store, limits: Ima
 
 
 def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: np.ndarray, ok: np.ndarray,
-                 input_dir: Path | None, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
+                 input_dir: Path | None, workdir: Path) -> np.ndarray:
     """The stacked relevance (n_queries, n_images) of each query to each image, from the models trained (or
-    reused) for ``config``; and per image whether similar training images show children
-    (:func:`similar_images_show_minors`)."""
+    reused) for ``config``."""
     from .features.pair_match import label_vectors, pair_frame
     from .projection import unit_rows
     from .features.registry import make_block
@@ -159,22 +162,29 @@ def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: 
             fold_preds.append(target.target.finish(model.predict(fitted, frame)))
         preds.append(target.target.finish(np.mean(fold_preds, axis=0)))
     blended = stacked.blend(np.stack(preds, axis=1))  # the saved blender, never refitted here
-    flags = similar_images_show_minors(data, cache.outputs["pair_match"].extras, pooled, ok,
-                                       int(config.get("search.minor_neighbours", 10)),
-                                       float(config.get("search.minor_caption_share", 0.2)))
-    return blended[:, 0].reshape(nq, n), flags
+    return blended[:, 0].reshape(nq, n)
 
 
 def search(config: Config, query: str, images: Path, top: int = 5, input_dir: Path | None = None,
            workdir: Path = Path("."), sheet: Path | None = None, age_threshold: float | None = None,
-           minor_filter: MinorFilter | None = None) -> SearchResult:
+           minor_filter: MinorFilter | None = None, child_filter: ChildFilter | None = None) -> SearchResult:
     """Rank the images of ``images`` for ``query`` (see the module docstring)."""
-    return search_many(config, [query], images, top, input_dir, workdir, [sheet], age_threshold, minor_filter)[0]
+    return search_many(config, [query], images, top, input_dir, workdir, [sheet], age_threshold, minor_filter,
+                       child_filter)[0]
+
+
+def legal_filter(config: Config, age_threshold: float | None = None, minor_filter: MinorFilter | None = None,
+                 limits: ImageLimits | None = None) -> ChildFilter:
+    """The search's legal filter: the minors classifier (threshold ``search.minor_threshold``, default the model
+    file's) OR the face-age check (``minor_filter``, default :class:`MinorFilter` at ``age_threshold``)."""
+    faces = minor_filter or MinorFilter(**({} if age_threshold is None else {"age_threshold": age_threshold}))
+    return ChildFilter(threshold=config.get("search.minor_threshold"), face_filter=faces, limits=limits)
 
 
 def search_many(config: Config, queries: list[str], images: Path, top: int = 5, input_dir: Path | None = None,
                 workdir: Path = Path("."), sheets: list[Path | None] | None = None,
-                age_threshold: float | None = None, minor_filter: MinorFilter | None = None) -> list[SearchResult]:
+                age_threshold: float | None = None, minor_filter: MinorFilter | None = None,
+                child_filter: ChildFilter | None = None) -> list[SearchResult]:
     """:func:`search` for several queries over one folder: the images are embedded and checked once.
 
     A query that asks for children gets the notice before any image is read (its ``n_images`` counts the files)."""
@@ -220,17 +230,14 @@ def search_many(config: Config, queries: list[str], images: Path, top: int = 5, 
                     images, ", ".join(f"{n} {why}" for why, n in sorted(Counter(unreadable.values()).items())))
     if not files:
         raise InputError(images, f"none of the {len(unreadable)} .jpg files in the folder is a readable image")
-    minor_filter = minor_filter or MinorFilter(**({} if age_threshold is None else {"age_threshold": age_threshold}))
-    decisions = minor_filter.check_many(dict(zip(files, payloads)),
-                                        cache_path=store.dir("features") / "legal" / "decisions.json")
+    child_filter = child_filter or legal_filter(config, age_threshold, minor_filter, limits)
+    decisions = child_filter.check_many(dict(zip(files, payloads)),
+                                        cache_path=store.dir("features") / "legal" / "minors_scores.json")
     withheld = np.array([decisions[f].withheld for f in files])
-    scores, similar_minors = score_images(config, [queries[i] for i in todo], pooled, probs, ok, input_dir, workdir)
-    log.info("legal filter: %d image(s) with a face estimated under age, %d more whose most similar training "
-             "images are captioned as showing children", withheld.sum(), (similar_minors & ~withheld).sum())
+    scores = score_images(config, [queries[i] for i in todo], pooled, probs, ok, input_dir, workdir)
+    log.info("legal filter: %d of %d image(s) withheld (minors classifier or a face estimated under age)",
+             withheld.sum(), len(files))
     reasons_withheld = {f: decisions[f].reason for f, w in zip(files, withheld) if w}
-    reasons_withheld.update({f: "similar training images are captioned as showing children"
-                             for f, w, sim in zip(files, withheld, similar_minors) if sim and not w})
-    withheld = withheld | similar_minors
     by_file = dict(zip(files, payloads))
     for row, i in enumerate(todo):
         ranked = (pd.DataFrame({"image": files, "score": scores[row]})[~withheld]

@@ -28,13 +28,16 @@ PROBABILITY_FLOOR = 1e-7
 class TargetSpec:
     """A task's declaration of one target: label column, problem type, primary metric, and for regression an
     optional value range that predictions are clipped to. ``problem = "classification"`` becomes binary or
-    multiclass by the number of classes found."""
+    multiclass by the number of classes found. ``applies_to``: see :func:`mmstack.pipeline.in_scope`."""
 
     name: str
     problem: str
     metric: str | None = None
     value_range: tuple[float, float] | None = None
     report_metrics: tuple[str, ...] = ()
+    # a label that exists for some kinds of rows only (gender of clothes): a row without it is predicted only when
+    # its ``applies_to`` label (given, else predicted) is a class under which this label occurs in the data
+    applies_to: str | None = None
 
     def __post_init__(self):
         if self.problem not in PROBLEMS + ("classification",):

@@ -186,3 +186,42 @@ def test_saved_fold_models_and_blender_reproduce_the_test_predictions_in_a_fresh
     assert np.abs(fresh - stacked.test).max() <= 1e-12
     sub = pd.read_csv(run_dir / "submission.csv")
     assert np.abs(sub["deal_probability"].to_numpy() - fresh[:, 0]).max() <= 1e-9
+
+
+def test_a_classification_run_end_to_end(tiny_avito_dir, tmp_path, monkeypatch):
+    """The whole pipeline on a binary target ("sold at all"): stratified folds, probabilities through models and
+    stack, the class in the submission (and its probability when the task asks), classification metrics and
+    plots in the report, the direction of the metric in runs.jsonl."""
+    import dataclasses
+
+    import mmstack.pipeline as pipeline
+    from mmstack.data import avito
+
+    from .conftest import relabel
+
+    spec = pipeline.get_task("avito")
+
+    def load(input_dir, store, options):
+        data = avito.load(input_dir, store, options)
+        y = data.labelled(data.target())[1]
+        return relabel(data, np.where(y > 0, "sold", "unsold"), problem="binary", fingerprint="sold-or-not")
+
+    monkeypatch.setattr(pipeline, "get_task", lambda name: dataclasses.replace(spec, load=load, probabilities=True))
+    cfg = fast_config("features.blocks=['basic', 'text_stats', 'text_tfidf', 'tabular', 'target_encoding']",
+                      "models.train=['lgb', 'ridge', 'mlp']", "ablation.enabled=false",
+                      "stack.blenders=['weights', 'ridge', 'logistic']")
+    run_dir = run(cfg, tiny_avito_dir, tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["problem"] == "binary" and metrics["classes"] == ["sold", "unsold"]
+    assert metrics["metric"] == "logloss" and metrics["greater_is_better"] is False
+    assert set(metrics["stack"]["blenders"]) == {"weights", "logistic"}, "ridge does not serve classification"
+    assert set(metrics["stack_scores"]) >= {"logloss", "auc", "f1", "precision", "recall"}
+    assert metrics["stack_scores"]["auc"] > 0.6
+    sub = pd.read_csv(run_dir / "submission.csv")
+    assert list(sub.columns) == ["item_id", "deal_probability", "p_unsold"]
+    assert set(sub["deal_probability"]) <= {"sold", "unsold"} and sub["p_unsold"].between(0, 1).all()
+    assert ((sub["p_unsold"] >= 0.5) == (sub["deal_probability"] == "unsold")).all()
+    assert {"confusion.png", "calibration.png"} <= {p.name for p in run_dir.iterdir()}
+    assert "Per class" in (run_dir / "report.html").read_text()
+    line = json.loads((tmp_path / "submissions" / "runs.jsonl").read_text().splitlines()[-1])
+    assert line["metric"] == "logloss" and line["greater_is_better"] is False

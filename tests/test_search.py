@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from mmstack.cli import app
 from mmstack.config import Config
 from mmstack.legal import MinorFilter
+from mmstack.moderation_images.minors import ChildFilter
 from mmstack.pipeline import run
 from mmstack.search import NOTICE_MINORS, search
 
@@ -27,6 +28,16 @@ OVERRIDES = ["folds.n_folds=3", "models.train=['lgb', 'twotower']", "models.lgb.
 
 def _config():
     return Config.load(ROOT / "configs" / "relevance.toml", OVERRIDES)
+
+
+def _faces_only(faces: MinorFilter) -> ChildFilter:
+    """The search's filter with the classifier's threshold at 1 (a probability never reaches it): faces decide."""
+    return ChildFilter(threshold=1.0, face_filter=faces, progress=False)
+
+
+def _null_filter() -> ChildFilter:
+    """Nothing withheld: no face found, classifier threshold 1."""
+    return _faces_only(MinorFilter(estimator=lambda image: [], upscale_to=None, progress=False))
 
 
 class WideImagesAreChildren:
@@ -61,7 +72,7 @@ def test_search_scores_match_the_stacks_test_predictions(trained):
     query = pd.read_csv(root / "test_queries.csv", sep="|", index_col=0).set_index("query_id").loc[query_id,
                                                                                                     "query_text"]
     result = search(_config(), query, root / "test_images", top=10, input_dir=root, workdir=work,
-                    minor_filter=MinorFilter(estimator=lambda image: [], upscale_to=None, progress=False))
+                    child_filter=_null_filter())
     expected = submission[submission["query_id"] == query_id].set_index("image")["relevance"]
     got = result.ranked.set_index("image")["score"]
     assert len(got) == 4 and result.withheld == 0 and result.n_images == 4
@@ -75,19 +86,71 @@ def test_withheld_images_never_come_back(trained, tmp_path):
     shutil.copytree(root / "test_images", folder)
     Image.new("RGB", (200, 90), (200, 120, 90)).save(folder / "3000_wide.jpg", "JPEG")
     estimator = WideImagesAreChildren()
-    mf = MinorFilter(estimator=estimator, upscale_to=None, progress=False)
+    mf = _faces_only(MinorFilter(estimator=estimator, upscale_to=None, progress=False))
     sheet = tmp_path / "sheet.png"
     result = search(_config(), "a square", folder, top=10, input_dir=root, workdir=work, sheet=sheet,
-                    minor_filter=mf)
+                    child_filter=mf)
     assert result.withheld == 1 and "3000_wide.jpg" not in set(result.ranked["image"])
     assert len(result.ranked) == 4 and result.n_images == 5
     assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result.sheet == sheet
     calls = estimator.calls
-    again = search(_config(), "a red square", folder, top=2, input_dir=root, workdir=work, minor_filter=mf)
+    again = search(_config(), "a red square", folder, top=2, input_dir=root, workdir=work, child_filter=mf)
     assert estimator.calls == calls, "decisions cached per image"
     assert len(again.ranked) == 2 and "3000_wide.jpg" not in set(again.ranked["image"])
     cached = list((work / "features" / "search_images").rglob("*.joblib"))
     assert len(cached) == 5, "one cached vector file per distinct image"
+
+
+def _model_flagging(folder, positive: str):
+    """A real minors model (EfficientNet-Lite0 at 224 px -> logistic), trained here on the folder's images with
+    ``positive`` as the only image that "shows a child": what the shipped model does, on data we control."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mmstack.moderation_images.minors import ImageFeatures, MinorsModel
+
+    names = sorted(f.name for f in folder.iterdir())
+    X = ImageFeatures((224,))([Image.open(folder / n).convert("RGB") for n in names])
+    y = np.array([n == positive for n in names])
+    mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-6
+    fitted = LogisticRegression(C=10.0, max_iter=2000).fit((X - mean) / scale, y)
+    model = MinorsModel((224,), False, mean, scale, fitted.coef_[0], float(fitted.intercept_[0]), 0.5, 0.5)
+    scores = dict(zip(names, model.probability(X)))
+    assert scores[positive] > 0.5 and max(v for n, v in scores.items() if n != positive) < 0.5
+    return model
+
+
+def test_search_withholds_what_the_minors_classifier_flags_and_never_returns_it(trained, tmp_path, monkeypatch):
+    """The search's default legal filter is the minors classifier OR the face check: with no face found, an image
+    the classifier flags is withheld, for every query, even one that describes it."""
+    from mmstack.moderation_images import minors
+
+    root, work, _ = trained
+    folder = tmp_path / "imgs"
+    shutil.copytree(root / "test_images", folder)
+    Image.new("RGB", (200, 90), (230, 150, 40)).save(folder / "3000_orange.jpg", "JPEG")
+    model = _model_flagging(folder, "3000_orange.jpg")
+    monkeypatch.setattr(minors.MinorsModel, "load", classmethod(lambda cls, path=None: model))
+    faces = MinorFilter(estimator=lambda image: [], upscale_to=None, progress=False)
+    for query in ("an orange rectangle", "a red square", "a square on a grey background"):
+        result = search(_config(), query, folder, top=10, input_dir=root, workdir=work, minor_filter=faces)
+        assert result.withheld == 1 and result.n_images == 5 and len(result.ranked) == 4
+        assert "3000_orange.jpg" not in set(result.ranked["image"])
+        assert result.withheld_images["3000_orange.jpg"].startswith("minors classifier")
+    assert (work / "features" / "legal" / "minors_scores.json").is_file()
+
+
+def test_the_search_filter_is_the_shipped_classifier_with_the_config_threshold():
+    from mmstack.moderation_images.minors import MinorsModel
+    from mmstack.search import legal_filter
+
+    shipped = MinorsModel.load()
+    default = legal_filter(_config())
+    assert isinstance(default, ChildFilter) and default.model.version == shipped.version
+    assert default.threshold == shipped.threshold and default.face_filter is not None
+    assert default.face_filter.age_threshold == 25
+    tuned = legal_filter(Config.load(ROOT / "configs" / "relevance.toml", [*OVERRIDES, "search.minor_threshold=0.4"]),
+                         age_threshold=30)
+    assert tuned.threshold == 0.4 and tuned.face_filter.age_threshold == 30
 
 
 def test_query_for_children_gets_a_notice(trained):
@@ -108,38 +171,14 @@ def test_search_cli(trained, tmp_path):
     assert result.exit_code != 0
 
 
-def test_images_like_training_images_captioned_with_children_are_flagged():
-    from types import SimpleNamespace
-
-    from mmstack.search import similar_images_show_minors
-
-    train = pd.DataFrame({
-        "image_id": ["a", "b", "c", "d", "a"],
-        "query_id": ["a.jpg#0", "b.jpg#0", "c.jpg#0", "d.jpg#0", "zz.jpg#0"],  # zz: no training image, skipped
-        "query_text": ["A little girl plays in the sand", "Два мальчика бегут", "A dog on grass", "A red car",
-                       "Children on a bench"]})
-    extras = {"image_index": np.array([0, 1, 2, 3, 0]), "image_pooled": np.eye(4, 6) + 0.1}
-    near = np.vstack([np.eye(4, 6)[0] + np.eye(4, 6)[1] * 0.5 + 0.1,  # like a and b: both captions about children
-                      np.eye(4, 6)[2] + np.eye(4, 6)[3] * 0.5 + 0.1,  # like c and d: no children
-                      np.eye(4, 6)[0] + np.eye(4, 6)[2] * 0.9 + 0.1])  # like a and c: half
-    ok = np.array([True, True, True])
-    data = SimpleNamespace(train=train)
-    assert similar_images_show_minors(data, extras, near, ok, neighbours=2, share=0.5).tolist() == [True, False, True]
-    assert similar_images_show_minors(data, extras, near, ok, neighbours=2, share=0.6).tolist() == [True, False, False]
-    assert not similar_images_show_minors(data, extras, near, np.array([False] * 3), 2, 0.5).any()
-
-
 def test_russian_query_is_answered(trained):
     root, work, _ = trained
     result = search(_config(), "красный квадрат на сером фоне", root / "test_images", top=3, input_dir=root,
-                    workdir=work, minor_filter=MinorFilter(estimator=lambda image: [], upscale_to=None,
-                                                           progress=False))
+                    workdir=work, child_filter=_null_filter())
     assert result.notice is None and len(result.ranked) == 3
     assert result.ranked["score"].between(0, 1).all() and result.ranked["score"].is_monotonic_decreasing
 
 
-def _null_filter() -> MinorFilter:
-    return MinorFilter(estimator=lambda image: [], upscale_to=None, progress=False)
 
 
 # a model small enough to split on 32 rows, so that scores follow the features (the default predicts a constant)
@@ -162,12 +201,12 @@ def test_scores_do_not_move_with_corrupt_files_beside_the_images(trained, tmp_pa
     folder = tmp_path / "imgs"
     shutil.copytree(root / "test_images", folder)
     alone = search(_sensitive_config(), "a red square", folder, top=10, input_dir=root, workdir=work,
-                   minor_filter=_null_filter())
+                   child_filter=_null_filter())
     (folder / "3001_garbage.jpg").write_bytes(b"not an image at all")
     (folder / "3002_cut.jpg").write_bytes((root / "test_images" / "2000_cd0.jpg").read_bytes()[:300])
     (folder / "3003_text.jpg").write_text("a text file called .jpg\n")
     beside = search(_sensitive_config(), "a red square", folder, top=10, input_dir=root, workdir=work,
-                    minor_filter=_null_filter())
+                    child_filter=_null_filter())
     assert len(set(_scores(alone).values())) > 1, "the model must tell the images apart for this test to mean much"
     assert _scores(alone) == pytest.approx(_scores(beside), abs=1e-7) and len(_scores(beside)) == 4
     assert beside.n_images == 4 and beside.withheld == 0, "undecodable files are not counted as withheld"
@@ -190,7 +229,7 @@ def test_an_image_scores_the_same_alone_among_five_and_among_many(trained, tmp_p
             _draw(folder / f"{4000 + i}_x{i}.jpg", list(COLOURS)[i % len(COLOURS)], ("square", "circle")[i % 2],
                   100 + i)
     results = [search(_sensitive_config(), "a blue square", folder, top=30, input_dir=root, workdir=work,
-                      minor_filter=_null_filter()) for folder in folders.values()]
+                      child_filter=_null_filter()) for folder in folders.values()]
     scores = [_scores(r)[target] for r in results]
     assert len(set(_scores(results[2]).values())) > 1
     assert max(scores) - min(scores) < 1e-7, scores  # before the reference set: 0.346, 0.406, 0.411
@@ -204,7 +243,7 @@ def test_special_files_in_the_search_folder_are_skipped_and_counted(trained, tmp
     os.symlink("/etc/passwd", folder / "3002_passwd.jpg")
     os.mkfifo(folder / "3003_fifo.jpg")
     result = search(_config(), "a red square", folder, top=10, input_dir=root, workdir=work,
-                    minor_filter=_null_filter())
+                    child_filter=_null_filter())
     assert len(result.ranked) == 4 and result.withheld == 0 and result.unreadable == 3
     assert result.unreadable_images == {"3001_zero.jpg": "a symlink out of the folder",
                                         "3002_passwd.jpg": "a symlink out of the folder",

@@ -210,6 +210,16 @@ class ImageSource:
             raise InputError(location, "expected a folder of .jpg files or a .zip of them")
 
     @classmethod
+    def from_files(cls, folder: Path, files: Mapping[str, str], limits: ImageLimits = DEFAULT_LIMITS
+                   ) -> "ImageSource":
+        """Images already indexed by a task's own scan (e.g. a catalogue's ``<nm>_<k>.png`` files): ``files`` maps
+        image ids to real paths of regular files inside ``folder``. Reads and decodes are guarded as usual."""
+        source = cls(None, limits)
+        source.location = folder
+        source._index = dict(files)
+        return source
+
+    @classmethod
     def find(cls, input_dir: Path, split: str, limits: ImageLimits = DEFAULT_LIMITS) -> "ImageSource":
         """The images of ``split`` ('train' or 'test') under ``input_dir``: ``<split>_jpg/`` or ``<split>_jpg.zip``."""
         for candidate in (input_dir / f"{split}_jpg", input_dir / f"{split}_jpg.zip"):

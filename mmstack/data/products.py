@@ -388,3 +388,81 @@ def load_catalogue(input_dir: Path | str, max_pixels: int = MAX_IMAGE_PIXELS,
              ", ".join(labels.columns) or "none", len(frame) - problems["no_image"], len(used))
     catalogue.report()
     return catalogue
+
+
+# -- the products task's Dataset -----------------------------------------------------------------------------
+PRICE_RANGE = "price_range"
+DEFAULT_PRICE_BINS = 5
+FOLD_GROUP = "fold_group"
+HTML_TAG = re.compile(r"<[^>]+>")
+
+
+def price_bin_edges(prices: np.ndarray, n_bins: int) -> np.ndarray:
+    """Inner edges of ``n_bins`` quantile bins of the labelled prices (ties merged, so maybe fewer bins)."""
+    inner = np.quantile(prices, np.arange(1, n_bins) / n_bins) if len(prices) else np.zeros(0)
+    return np.unique(inner)
+
+
+def price_range(prices: pd.Series, edges: np.ndarray) -> pd.Series:
+    """Bin number "1".."K" of each price (bins closed on the left: a price equal to an edge goes up), None where
+    the price is missing."""
+    codes = np.searchsorted(edges, prices.to_numpy(np.float64), side="right") + 1
+    return pd.Series([None if np.isnan(p) else str(c) for p, c in zip(prices.to_numpy(np.float64), codes)],
+                     index=prices.index, dtype=object)
+
+
+def plain_text(text: object) -> str | None:
+    """Description without HTML tags and entities, whitespace collapsed; None when empty."""
+    if not isinstance(text, str):
+        return None
+    import html as html_lib
+
+    out = " ".join(html_lib.unescape(HTML_TAG.sub(" ", text)).split())
+    return out or None
+
+
+def load(input_dir: Path | str, store=None, options: dict | None = None):
+    """The catalogue as the ``products`` task's :class:`~mmstack.data.dataset.Dataset`.
+
+    Every row is in ``train`` and ``test`` is empty: each target's rows to predict are its unlabelled rows. The
+    feature table holds ``nm``, ``title``, ``description`` (HTML removed), ``brend``, ``attributes`` (the
+    normalised ``key: value; ...`` text), ``images`` (the product's image ids, space-separated; ids are file names
+    in ``data.images["train"]``), ``n_images`` and ``fold_group`` (``group``, or the row's own ``nm`` when it has
+    none: folds keep listings of one product together; not a feature). Labels: the targets of
+    :data:`mmstack.tasks.products` plus ``price`` and ``group`` (read by the duplicates finder only).
+    ``price_range`` is derived: ``data.price_bins`` (default 5) quantile bins of the labelled prices, numbered
+    "1".. from cheapest; the edges are in ``extras["price_bins"]``.
+    """
+    from ..tasks.products_targets import TARGETS  # the task's targets, declared beside its wiring
+    from .dataset import Dataset
+    from .images import ImageLimits, ImageSource
+
+    options = options or {}
+    n_bins = options.get("price_bins", DEFAULT_PRICE_BINS)
+    limits = ImageLimits.from_options(options)
+    catalogue = load_catalogue(input_dir, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+    frame = catalogue.frame
+    table = pd.DataFrame({
+        ID: frame[ID], "title": frame["title"].fillna(""), "description": frame["description"].map(plain_text),
+        "brend": frame["brend"], "attributes": frame["attributes_parsed"].replace("", None),
+        "images": [" ".join(names) for names in catalogue.images],
+        "n_images": [len(names) for names in catalogue.images],
+    })
+    labels = catalogue.labels
+    group = labels["group"] if "group" in labels else pd.Series([None] * len(table), dtype=object)
+    table[FOLD_GROUP] = [g if isinstance(g, str) and g else f"nm:{nm}" for g, nm in zip(group, table[ID])]
+    extras = {}
+    if "price" in labels and labels["price"].notna().any():
+        edges = price_bin_edges(labels["price"].dropna().to_numpy(np.float64), int(n_bins))
+        table[PRICE_RANGE] = price_range(labels["price"], edges).to_numpy()
+        bounds = np.r_[0.0, edges]
+        extras["price_bins"] = pd.DataFrame({"bin": [str(i + 1) for i in range(len(bounds))], "from": bounds,
+                                             "to": np.r_[edges, np.inf]})
+    for column in labels.columns:
+        table[column] = labels[column].to_numpy()
+    images = {"train": ImageSource.from_files(catalogue.input_dir / IMAGE_DIR, catalogue._paths, limits)}
+    fingerprint = make_key(catalogue.fingerprint, "dataset", int(n_bins))
+    test = table.iloc[:0].copy()
+    return Dataset.with_labels(task=TASK, train=table, test=test, id_col=ID, fingerprint=fingerprint,
+                               input_dir=catalogue.input_dir, specs=TARGETS,
+                               label_columns=("price", "group"), extras=extras, images=images)

@@ -24,7 +24,7 @@ def make_block(name: str, params: dict | None = None) -> FeatureBlock:
 # modules that register blocks on import
 BLOCK_MODULES = ("basic", "text_stats", "text_tfidf", "text_embed", "image_stats", "image_embed", "tabular",
                  "target_encoding", "graph", "image_tokens", "text_tokens", "pair_match",
-                 "caption_bridge")
+                 "caption_bridge", "product_images", "product_embed")
 
 
 def _load_all() -> None:

@@ -18,7 +18,8 @@ class TaskSpec:
     ``targets``: the targets the task declares (their labels come from the loader; a target without any label in
     the data is left out). ``key_columns``: columns of the predicted rows that identify them in the submission;
     each target then gets a column named after it (the value or the class) and, with ``probabilities``, one column
-    per class probability.
+    per class probability. ``outputs``: the task's extra outputs (see :class:`mmstack.pipeline.RunContext`);
+    ``submission_file``: the name of the predictions file in the run folder.
     """
 
     name: str
@@ -28,12 +29,16 @@ class TaskSpec:
     key_columns: tuple[str, ...]
     group_column: str | None
     probabilities: bool = False
+    # a task's own outputs beside the submission (files in the run folder, metrics, report sections):
+    # called with a RunContext once every target is stacked; returns a TaskOutputs (mmstack.pipeline)
+    outputs: Callable | None = None
+    submission_file: str = "submission.csv"
 
 
 def get_task(name: str) -> TaskSpec:
-    from . import avito, relevance
+    from . import avito, products, relevance
 
-    tasks = {spec.name: spec for spec in (avito.SPEC, relevance.SPEC)}
+    tasks = {spec.name: spec for spec in (avito.SPEC, relevance.SPEC, products.SPEC)}
     if name not in tasks:
         raise ConfigError(f"unknown task {name!r}; known: {', '.join(sorted(tasks))}")
     return tasks[name]

@@ -73,7 +73,7 @@ def test_bad_input_is_one_line_with_exit_2(case, texts_csv, tmp_path):
                 "missing_file": f"error: {tmp_path / 'nope.csv'}: no such file",
                 "binary_file": f"error: {tmp_path / 'bin.csv'}: not UTF-8 text",
                 "empty_file": f"error: {tmp_path / 'blank.csv'}: empty file",
-                "images": "error: --images: image moderation is not implemented yet"}[case]
+                "images": "error: moderate needs exactly one of --texts FILE.csv or --images FOLDER"}[case]
     if case == "missing_file":
         args[2] = str(tmp_path / "nope.csv")
     elif case == "binary_file":

@@ -1,0 +1,394 @@
+"""Duplicate listings: which rows of a pool are the same product (Shopee's matching task).
+
+Within a pool of listings, candidate pairs come from three sources: the ``k`` nearest neighbours of the product
+embedding in an approximate nearest-neighbour index (:mod:`mmstack.ann`), the ``k`` nearest titles by TF-IDF
+cosine (word and character n-grams), and images whose 64-bit perceptual hashes are within ``max_hamming`` bits.
+Each candidate pair gets similarity features (cosines, ranks both ways, the gap to each side's best neighbour,
+hash distance, agreement of the numbers in the titles), and a small pair classifier (gradient-boosted trees)
+learned on labelled groups scores it. A listing's matches are itself plus the candidates whose score clears a
+threshold, most similar first.
+
+Evaluation (:func:`cross_validate`) is GroupKFold by group over the labelled rows: each validation fold is a pool
+searched on its own, its classifier is learned on the pools of the other folds and its threshold on one of them
+held out (nested), so no figure reads the groups it scores. Figures: the Shopee score (mean over listings of the
+F1 between predicted and true match sets, the listing itself included) and recall@k (over listings with at least
+one other true match, the share of those matches among its ``k`` best-ranked candidates). The score falls as the
+pool grows, so compare only at equal pool sizes.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..ann import NeighbourIndex
+
+log = logging.getLogger(__name__)
+
+NO_HASH_DISTANCE = 64
+NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+DEFAULTS = {"candidates": 30, "max_hamming": 8, "method": "pairs", "n_folds": 5, "seed": 42, "recall_k": 10}
+FEATURES = ["emb_cos", "emb_rank", "emb_rank_back", "emb_gap", "emb_gap_back", "word_cos", "word_rank",
+            "word_rank_back", "word_gap", "word_gap_back", "char_cos", "hamming", "both_images", "numbers_same",
+            "numbers_jaccard", "len_ratio"]
+
+
+@dataclass
+class DuplicateInputs:
+    """Per row of a catalogue: unit embedding rows, titles, and each product's image hashes (int64 arrays)."""
+
+    embedding: np.ndarray
+    titles: list[str]
+    phash: list[np.ndarray]
+    word: sp.csr_matrix | None = None  # unit-row TF-IDF of titles, filled by :meth:`fit_text`
+    char: sp.csr_matrix | None = None
+    numbers: list[frozenset] = field(default_factory=list)
+
+    def fit_text(self) -> "DuplicateInputs":
+        """Fit the title TF-IDF vectorisers on every row's title (no labels involved)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        titles = [t.lower() if isinstance(t, str) else "" for t in self.titles]
+        self.word = _unit_rows(_fit_or_empty(TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", sublinear_tf=True,
+                                                             dtype=np.float32), titles))
+        self.char = _unit_rows(_fit_or_empty(TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 4), min_df=2,
+                                                             sublinear_tf=True, dtype=np.float32), titles))
+        self.numbers = [frozenset(NUMBER.findall(t)) for t in titles]
+        return self
+
+
+def _fit_or_empty(vectorizer, texts: list[str]) -> sp.csr_matrix:
+    try:
+        return vectorizer.fit_transform(texts).tocsr()
+    except ValueError:  # no vocabulary at all
+        return sp.csr_matrix((len(texts), 1), dtype=np.float32)
+
+
+def _unit_rows(mat: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(mat.multiply(mat).sum(axis=1)).ravel())
+    return sp.diags(np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 0.0)) @ mat
+
+
+# -- candidates ----------------------------------------------------------------------------------------------
+def _sparse_top(mat: sp.csr_matrix, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` cosine neighbours (self excluded) of each row among the rows of a unit-row sparse matrix."""
+    n = mat.shape[0]
+    k = min(k, n - 1)
+    ids = np.zeros((n, k), np.int64)
+    sims = np.zeros((n, k), np.float32)
+    if k <= 0:
+        return sims, ids
+    T = mat.T.tocsr()
+    for s in range(0, n, chunk):
+        block = (mat[s:s + chunk] @ T).toarray()
+        block[np.arange(len(block)), np.arange(s, s + len(block))] = -1.0
+        part = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        vals = np.take_along_axis(block, part, 1)
+        order = np.argsort(-vals, axis=1, kind="stable")
+        ids[s:s + chunk] = np.take_along_axis(part, order, 1)
+        sims[s:s + chunk] = np.take_along_axis(vals, order, 1)
+    return sims, ids
+
+
+def _dense_top(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner-product neighbours (self excluded) of each row, from the ANN index."""
+    n = len(x)
+    k = min(k, n - 1)
+    if k <= 0:
+        return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    sims, ids = NeighbourIndex(x).search(x, k + 1)
+    out_ids, out_sims = np.zeros((n, k), np.int64), np.zeros((n, k), np.float32)
+    for i in range(n):  # drop self (usually first; exact ties may put it elsewhere)
+        keep = ids[i] != i
+        row_ids, row_sims = ids[i][keep][:k], sims[i][keep][:k]
+        out_ids[i, :len(row_ids)], out_sims[i, :len(row_ids)] = row_ids, row_sims
+    return out_sims, out_ids
+
+
+def _hash_pairs(phash: list[np.ndarray], max_hamming: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of rows (i != j, both ways) with any two images within ``max_hamming`` bits."""
+    owner = np.concatenate([np.full(len(h), i) for i, h in enumerate(phash)]) if phash else np.zeros(0, int)
+    hashes = np.concatenate([np.asarray(h, np.int64) for h in phash]) if phash else np.zeros(0, np.int64)
+    keep = hashes != 0
+    owner, hashes = owner[keep], hashes[keep].view(np.uint64)
+    pairs_i, pairs_j = [], []
+    for s in range(0, len(hashes), 2048):
+        dist = np.bitwise_count(hashes[s:s + 2048, None] ^ hashes[None, :])
+        a, b = np.nonzero(dist <= max_hamming)
+        a = owner[s + a]
+        b = owner[b]
+        other = a != b
+        pairs_i.append(a[other])
+        pairs_j.append(b[other])
+    if not pairs_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(pairs_i).astype(np.int64), np.concatenate(pairs_j).astype(np.int64)
+
+
+def _min_hamming(phash: list[np.ndarray], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    out = np.full(len(i), NO_HASH_DISTANCE, np.float32)
+    for p, (a, b) in enumerate(zip(i, j)):
+        ha, hb = phash[a], phash[b]
+        if len(ha) and len(hb):
+            out[p] = np.bitwise_count(ha.view(np.uint64)[:, None] ^ hb.view(np.uint64)[None, :]).min()
+    return out
+
+
+def _rank_lookup(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted pair keys i * n + j of a neighbour table and the rank of each."""
+    k = ids.shape[1]
+    keys = (np.repeat(np.arange(len(ids)), k) * n + ids.ravel())
+    ranks = np.tile(np.arange(k), len(ids))
+    order = np.argsort(keys, kind="stable")
+    return keys[order], ranks[order]
+
+
+def _ranks(table: tuple[np.ndarray, np.ndarray], i: np.ndarray, j: np.ndarray, n: int, missing: int) -> np.ndarray:
+    keys, ranks = table
+    q = i * n + j
+    pos = np.clip(np.searchsorted(keys, q), 0, max(0, len(keys) - 1))
+    found = (len(keys) > 0) & (keys[pos] == q) if len(keys) else np.zeros(len(q), bool)
+    return np.where(found, ranks[pos] if len(keys) else 0, missing).astype(np.float32)
+
+
+@dataclass
+class Candidates:
+    """Directed candidate pairs (pool positions) with their features."""
+
+    i: np.ndarray
+    j: np.ndarray
+    features: pd.DataFrame
+
+
+def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any]) -> Candidates:
+    """Candidate pairs among the rows ``pool`` (row ids), both directions, with :data:`FEATURES`."""
+    k = params["candidates"]
+    n = len(pool)
+    emb = np.ascontiguousarray(inputs.embedding[pool], np.float32)
+    word, char = inputs.word[pool], inputs.char[pool]
+    phash = [inputs.phash[r] for r in pool]
+    e_sims, e_ids = _dense_top(emb, k)
+    w_sims, w_ids = _sparse_top(word, k)
+    h_i, h_j = _hash_pairs(phash, params["max_hamming"])
+    i = np.concatenate([np.repeat(np.arange(n), e_ids.shape[1]), np.repeat(np.arange(n), w_ids.shape[1]), h_i])
+    j = np.concatenate([e_ids.ravel(), w_ids.ravel(), h_j])
+    # both directions: a pair found from either side is scored from both
+    keys = np.unique(np.concatenate([i * n + j, j * n + i]))
+    i, j = keys // n, keys % n
+    feats = {}
+    feats["emb_cos"] = np.einsum("ij,ij->i", emb[i], emb[j])
+    e_table, w_table = _rank_lookup(e_ids, n), _rank_lookup(w_ids, n)
+    feats["emb_rank"] = _ranks(e_table, i, j, n, k)
+    feats["emb_rank_back"] = _ranks(e_table, j, i, n, k)
+    e_best = e_sims[:, 0] if e_sims.shape[1] else np.zeros(n, np.float32)
+    feats["emb_gap"] = e_best[i] - feats["emb_cos"]
+    feats["emb_gap_back"] = e_best[j] - feats["emb_cos"]
+    feats["word_cos"] = np.asarray(word[i].multiply(word[j]).sum(axis=1)).ravel()
+    feats["word_rank"] = _ranks(w_table, i, j, n, k)
+    feats["word_rank_back"] = _ranks(w_table, j, i, n, k)
+    w_best = w_sims[:, 0] if w_sims.shape[1] else np.zeros(n, np.float32)
+    feats["word_gap"] = w_best[i] - feats["word_cos"]
+    feats["word_gap_back"] = w_best[j] - feats["word_cos"]
+    feats["char_cos"] = np.asarray(char[i].multiply(char[j]).sum(axis=1)).ravel()
+    feats["hamming"] = _min_hamming(phash, i, j)
+    has = np.array([len(h) > 0 for h in phash])
+    feats["both_images"] = (has[i] & has[j]).astype(np.float32)
+    numbers = [inputs.numbers[r] for r in pool] if inputs.numbers else [frozenset()] * n
+    same, jac = np.zeros(len(i), np.float32), np.zeros(len(i), np.float32)
+    for p, (a, b) in enumerate(zip(i, j)):
+        na, nb = numbers[a], numbers[b]
+        if na or nb:
+            union = len(na | nb)
+            jac[p] = len(na & nb) / union
+            same[p] = float(na == nb)
+        else:
+            same[p], jac[p] = 1.0, 1.0
+    feats["numbers_same"], feats["numbers_jaccard"] = same, jac
+    lengths = np.array([len(inputs.titles[r] or "") if isinstance(inputs.titles[r], str) else 0 for r in pool], float)
+    feats["len_ratio"] = (np.minimum(lengths[i], lengths[j]) + 1) / (np.maximum(lengths[i], lengths[j]) + 1)
+    frame = pd.DataFrame({name: np.asarray(feats[name], np.float32) for name in FEATURES})
+    return Candidates(i.astype(np.int64), j.astype(np.int64), frame)
+
+
+# -- scoring pairs and making match lists --------------------------------------------------------------------
+def _pair_labels(c: Candidates, groups: np.ndarray) -> np.ndarray:
+    return (groups[c.i] == groups[c.j]).astype(np.int64)
+
+
+def fit_pairs(cands: list[Candidates], groups: list[np.ndarray], seed: int):
+    """A gradient-boosted pair classifier on labelled pools' candidate pairs."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X = pd.concat([c.features for c in cands], ignore_index=True)
+    y = np.concatenate([_pair_labels(c, g) for c, g in zip(cands, groups)])
+    if len(np.unique(y)) < 2:
+        return None
+    from threadpoolctl import threadpool_limits
+
+    model = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, max_leaf_nodes=31, min_samples_leaf=40,
+                                           l2_regularization=1.0, random_state=seed)
+    with threadpool_limits(1):  # OpenMP threads spin when the machine is shared; one thread degrades gently
+        return model.fit(X, y)
+
+
+def pair_scores(model, c: Candidates, method: str) -> np.ndarray:
+    """Score of each directed candidate pair, symmetrised (mean of both directions: both are always present)."""
+    if method == "tfidf":
+        raw = c.features["word_cos"].to_numpy(np.float64)
+    elif model is None:
+        raw = c.features["emb_cos"].to_numpy(np.float64)
+    else:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            raw = model.predict_proba(c.features)[:, 1]
+    n = int(max(c.i.max(initial=-1), c.j.max(initial=-1))) + 1
+    keys = c.i * n + c.j
+    back = np.searchsorted(keys, c.j * n + c.i)  # keys are sorted (np.unique) and both directions exist
+    return 0.5 * (raw + raw[back])
+
+
+def match_lists(c: Candidates, scores: np.ndarray, n: int, threshold: float) -> list[np.ndarray]:
+    """Per pool position: itself, then candidates scoring at least ``threshold``, best first."""
+    ranked = ranked_lists(c, scores, n)
+    return [np.r_[i, cand[s >= threshold]] for i, (cand, s) in enumerate(ranked)]
+
+
+def ranked_lists(c: Candidates, scores: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per pool position: its candidates and their scores, best first."""
+    order = np.lexsort((-scores, c.i))
+    i, j, s = c.i[order], c.j[order], scores[order]
+    bounds = np.searchsorted(i, np.arange(n + 1))
+    return [(j[bounds[r]:bounds[r + 1]], s[bounds[r]:bounds[r + 1]]) for r in range(n)]
+
+
+def shopee_score(matches: list[np.ndarray], groups: np.ndarray) -> float:
+    """Mean over listings of the F1 between predicted matches and the listings of its group (itself included)."""
+    members: dict[Any, set] = {}
+    for pos, g in enumerate(groups):
+        members.setdefault(g, set()).add(pos)
+    f1 = []
+    for pos, pred in enumerate(matches):
+        truth, got = members[groups[pos]], set(int(x) for x in pred)
+        hit = len(truth & got)
+        f1.append(2 * hit / (len(truth) + len(got)))
+    return float(np.mean(f1)) if f1 else float("nan")
+
+
+def recall_at(ranked: list[tuple[np.ndarray, np.ndarray]], groups: np.ndarray, k: int) -> float:
+    """Over listings with another listing of the same group: share of those among its ``k`` best candidates."""
+    size = pd.Series(groups).map(pd.Series(groups).value_counts()).to_numpy()
+    out = []
+    for pos, (cand, _) in enumerate(ranked):
+        if size[pos] < 2:
+            continue
+        top = cand[:k]
+        out.append(float((groups[top] == groups[pos]).sum()) / (size[pos] - 1))
+    return float(np.mean(out)) if out else float("nan")
+
+
+def best_threshold(c: Candidates, scores: np.ndarray, groups: np.ndarray) -> float:
+    """The threshold on pair scores that maximises the Shopee score of one labelled pool."""
+    n = len(groups)
+    ranked = ranked_lists(c, scores, n)
+    grid = np.unique(np.r_[np.quantile(scores, np.linspace(0.0, 1.0, 101)) if len(scores) else [],
+                           np.linspace(0.02, 0.98, 49)])
+    results = np.array([shopee_score([np.r_[i, cand[s >= t]] for i, (cand, s) in enumerate(ranked)], groups)
+                        for t in grid])
+    # the middle of the best plateau: a small pool often scores the same over a range of thresholds
+    best = np.flatnonzero(results >= results.max() - 1e-9)
+    return float(np.median(grid[best]))
+
+
+# -- the protocol --------------------------------------------------------------------------------------------
+def group_folds(groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import GroupKFold
+
+    fold = np.zeros(len(groups), np.int64)
+    for k, (_, valid) in enumerate(GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+                                   .split(groups, groups=groups)):
+        fold[valid] = k
+    return fold
+
+
+@dataclass
+class MatchResult:
+    """The CV figures, per-fold thresholds, and the fitted decision for new pools."""
+
+    metrics: dict[str, Any]
+    model: Any
+    threshold: float
+    examples: list[tuple[int, list[int]]] = field(default_factory=list)  # (row id, matched row ids) from CV
+
+
+def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray,
+                   params: dict[str, Any] | None = None) -> MatchResult:
+    """GroupKFold CV of matching among ``rows`` (row ids with a group), and the decision fitted on all of them."""
+    import time
+
+    p = {**DEFAULTS, **(params or {})}
+    start = time.perf_counter()
+    groups = np.asarray(groups).astype(str)
+    n_folds = min(p["n_folds"], len(np.unique(groups)))
+    fold = group_folds(groups, n_folds, p["seed"])
+    pools = [np.flatnonzero(fold == k) for k in range(n_folds)]
+    cands = [candidates(inputs, rows[pool], p) for pool in pools]
+    pool_groups = [groups[pool] for pool in pools]
+    method = p["method"]
+    fold_scores, fold_recalls, thresholds, examples = [], [], [], []
+    pair_recall = []
+    for k in range(n_folds):
+        others = [j for j in range(n_folds) if j != k]
+        model = None
+        if method == "pairs" and len(others) >= 2:
+            # threshold on a held-out training pool, scored by a classifier fitted on the remaining ones
+            inner = others[-1]
+            rest = others[:-1]
+            inner_model = fit_pairs([cands[j] for j in rest], [pool_groups[j] for j in rest], p["seed"])
+            t = best_threshold(cands[inner], pair_scores(inner_model, cands[inner], method), pool_groups[inner])
+            model = fit_pairs([cands[j] for j in others], [pool_groups[j] for j in others], p["seed"])
+        else:
+            ts = [best_threshold(cands[j], pair_scores(None, cands[j], method), pool_groups[j]) for j in others]
+            t = float(np.median(ts))
+        scores = pair_scores(model, cands[k], method)
+        n = len(pools[k])
+        matches = match_lists(cands[k], scores, n, t)
+        fold_scores.append(shopee_score(matches, pool_groups[k]))
+        fold_recalls.append(recall_at(ranked_lists(cands[k], scores, n), pool_groups[k], p["recall_k"]))
+        pair_recall.append(float(_candidate_recall(cands[k], pool_groups[k])))
+        thresholds.append(t)
+        if k == 0:
+            grouped = [pos for pos in range(n) if len(matches[pos]) > 1][:50]
+            examples = [(int(rows[pools[k][pos]]), [int(rows[pools[k][m]]) for m in matches[pos]]) for pos in grouped]
+        log.info("duplicates fold %d/%d: score %.4f, recall@%d %.4f (pool %d, threshold %.3f)", k + 1, n_folds,
+                 fold_scores[-1], p["recall_k"], fold_recalls[-1], n, t)
+    final = fit_pairs(cands, pool_groups, p["seed"]) if method == "pairs" else None
+    metrics = {"score": float(np.mean(fold_scores)), f"recall@{p['recall_k']}": float(np.mean(fold_recalls)),
+               "folds": [round(s, 5) for s in fold_scores], "method": method, "n_folds": n_folds,
+               "n_rows": int(len(rows)), "n_groups": int(len(np.unique(groups))),
+               "pool_size": int(np.mean([len(pl) for pl in pools])), "candidate_recall": float(np.mean(pair_recall)),
+               "thresholds": [round(t, 4) for t in thresholds], "seconds": round(time.perf_counter() - start, 2)}
+    return MatchResult(metrics, final, float(np.median(thresholds)), examples)
+
+
+def _candidate_recall(c: Candidates, groups: np.ndarray) -> float:
+    """Share of true same-group pairs (other than self) that the candidates hold."""
+    counts = pd.Series(groups).value_counts()
+    total = int((counts * (counts - 1)).sum())
+    return float(_pair_labels(c, groups).sum() / total) if total else 1.0
+
+
+def match_pool(inputs: DuplicateInputs, rows: np.ndarray, result: MatchResult,
+               params: dict[str, Any] | None = None) -> list[list[int]]:
+    """Matches (row ids, itself first, best first) of every row of the pool ``rows`` with the fitted decision."""
+    p = {**DEFAULTS, **(params or {})}
+    if len(rows) == 0:
+        return []
+    c = candidates(inputs, rows, p)
+    scores = pair_scores(result.model, c, p["method"])
+    return [[int(rows[m]) for m in ms] for ms in match_lists(c, scores, len(rows), result.threshold)]

@@ -1,0 +1,157 @@
+"""Minors classifier: the shipped model file loads offline and scores; training picks thresholds that keep the
+target recall out of fold; the combined filter's decisions, cache and unreadable images; caption labels."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mmstack.errors import ConfigError, MmstackError
+from mmstack.legal import MinorFilter
+from mmstack.moderation_images.minors import (MODEL_FILE, ChildFilter, ImageFeatures, MinorsModel,
+                                              caption_shows_minors)
+from mmstack.moderation_images.minors_training import fit_minors_model, recall_threshold, train_labels
+
+from ..conftest import ROOT
+
+
+def jpeg(color, size=(120, 90)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_shipped_model_file_is_small_loads_offline_in_a_fresh_process_and_scores():
+    assert MODEL_FILE.is_file() and MODEL_FILE.stat().st_size < 200_000
+    code = ("import numpy as np; from mmstack.moderation_images.minors import MinorsModel; m = MinorsModel.load(); "
+            "p = m.probability(np.zeros((2, m.n_features)) + m.mean); "
+            "print(m.sizes, m.n_features, round(float(p[0]), 6), 0 < m.threshold < 1, m.meta['target_recall'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
+                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    n, p, ok, recall = out.stdout.split()[-4:]
+    model = MinorsModel.load()
+    assert int(n) == 1280 * len(model.sizes) and ok == "True" and float(recall) == 0.95
+    # at the training mean the score is the intercept's probability
+    assert float(p) == pytest.approx(1 / (1 + np.exp(-model.intercept)), abs=1e-6)
+    assert model.meta["oof_auc"] > 0.8 and "Flickr8k" in model.meta["trained_on"]
+
+
+def test_model_save_load_round_trip_and_a_broken_file_is_one_clear_error(tmp_path):
+    rng = np.random.default_rng(0)
+    model = MinorsModel((224,), True, rng.normal(size=1280), rng.uniform(0.5, 2, 1280), rng.normal(size=1280),
+                        -0.3, 0.4, 0.5, {"note": "test"})
+    back = MinorsModel.load(model.save(tmp_path / "m.npz"))
+    X = rng.normal(size=(3, 1280))
+    assert back.sizes == (224,) and back.flip and back.meta == {"note": "test"} and back.version == \
+        MinorsModel.load(tmp_path / "m.npz").version
+    assert np.allclose(back.probability(X), model.probability(X), atol=1e-4)
+    with pytest.raises(ValueError):
+        back.probability(np.zeros((2, 5)))
+    (tmp_path / "bad.npz").write_bytes(b"not a model")
+    with pytest.raises(MmstackError, match="bad.npz: cannot be read"):
+        MinorsModel.load(tmp_path / "bad.npz")
+
+
+def test_recall_threshold_keeps_the_share_of_positives_counting_those_already_withheld():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1, 0.2])
+    positive = np.array([True, True, True, True, False, True, False])
+    assert recall_threshold(scores, positive, 0.8) == 0.6  # 4 of 5 positives: 0.9, 0.8, 0.7, 0.6
+    assert recall_threshold(scores, positive, 1.0) == 0.1
+    already = np.array([False, False, False, True, False, True, False])  # two positives withheld by faces
+    assert recall_threshold(scores, positive, 1.0, already) == 0.7
+    assert recall_threshold(scores, positive, 0.4, already) == 1.0  # faces alone reach it
+
+
+def test_training_on_synthetic_features_reaches_the_target_recall_out_of_fold():
+    rng = np.random.default_rng(1)
+    n = 300
+    y = rng.random(n) < 0.3
+    X = rng.normal(size=(n, 1280))
+    X[:, :20] += 1.0 * y[:, None]  # a direction that tells children apart, plus noise
+    fitted = fit_minors_model(X, y, (224,), recall=0.95)
+    model = fitted.model
+    assert fitted.C in (0.0003, 0.001, 0.003) and model.threshold == model.threshold_alone
+    assert (fitted.oof[y] >= model.threshold).mean() >= 0.95
+    fresh = rng.normal(size=(400, 1280))
+    fresh_y = rng.random(400) < 0.5
+    fresh[:, :20] += 1.0 * fresh_y[:, None]
+    p = model.probability(fresh)
+    assert (p[fresh_y] >= model.threshold).mean() > 0.85 and (p[~fresh_y] >= model.threshold).mean() < 0.5
+
+
+def _model_for_warm_colours() -> MinorsModel:
+    """A real 224-px model trained here on drawn images: warm colours "show a child", cool ones do not."""
+    from sklearn.linear_model import LogisticRegression
+
+    warm = [(230, 150, 40), (220, 120, 60), (240, 170, 90), (210, 100, 30)]
+    cool = [(30, 60, 200), (40, 160, 170), (20, 120, 60), (90, 90, 220)]
+    images = [Image.new("RGB", (120, 90), c) for c in warm + cool]
+    X = ImageFeatures((224,))(images)
+    y = np.array([True] * 4 + [False] * 4)
+    mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-6
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit((X - mean) / scale, y)
+    return MinorsModel((224,), False, mean, scale, lr.coef_[0], float(lr.intercept_[0]), 0.5, 0.5)
+
+
+@pytest.fixture(scope="module")
+def warm_model() -> MinorsModel:
+    return _model_for_warm_colours()
+
+
+def test_combined_filter_withholds_by_classifier_or_face_and_unreadable_images(warm_model, tmp_path):
+    def estimator(image):  # a face aged 9 in the teal image only
+        red, green, blue = image.getpixel((5, 5))
+        return [9.0] if green > 120 and blue > 120 else []
+
+    faces = MinorFilter(estimator=estimator, upscale_to=None, progress=False)
+    child = ChildFilter(warm_model, face_filter=faces, progress=False)
+    items = {"warm.jpg": jpeg((230, 160, 50)), "blue.jpg": jpeg((25, 70, 190)), "teal.jpg": jpeg((30, 150, 160)),
+             "broken.jpg": b"\xff\xd8 not really a jpeg"}
+    cache = tmp_path / "legal" / "minors_scores.json"
+    got = child.check_many(items, cache_path=cache)
+    assert got["warm.jpg"].withheld and got["warm.jpg"].reason.startswith("minors classifier")
+    assert got["teal.jpg"].withheld and "face estimated age 9 < 25" in got["teal.jpg"].reason
+    assert not got["blue.jpg"].withheld and got["blue.jpg"].score < 0.5
+    assert got["broken.jpg"].withheld and got["broken.jpg"].reason == "unreadable"
+    doc = json.loads(cache.read_text())
+    assert len(doc["scores"]) == 4 and (tmp_path / "legal" / "decisions.json").is_file()
+    # scores come back from the cache: a filter whose features would fail is not asked again
+    again = ChildFilter(warm_model, face_filter=faces, progress=False)
+    again.features = _NoFeatures()  # type: ignore[assignment]
+    assert again.check_many(items, cache_path=cache) == got
+    # the classifier alone uses its own threshold; the face does not count then
+    alone = ChildFilter(warm_model, face_filter=None, progress=False).check_many(items)
+    assert not alone["teal.jpg"].withheld and alone["warm.jpg"].withheld
+
+
+class _NoFeatures:
+    batch_size = 16
+
+    def __call__(self, images):
+        raise AssertionError("features computed again although cached")
+
+
+def test_threshold_is_checked():
+    with pytest.raises(ConfigError, match="threshold"):
+        ChildFilter(MinorsModel.load(), threshold=1.5, face_filter=None)
+
+
+def test_caption_labels_from_own_and_expert_matched_captions(tmp_path):
+    assert caption_shows_minors("Two little girls play in the sand") and caption_shows_minors("Мальчик бежит")
+    assert not caption_shows_minors("A man rides a bicycle") and not caption_shows_minors("Детская площадка пуста")
+    pd.DataFrame({"image": ["a.jpg", "a.jpg", "b.jpg", "c.jpg", "d.jpg"],
+                  "query_id": ["a.jpg#0", "x.jpg#1", "b.jpg#0", "c.jpg#0", "x.jpg#1"],
+                  "query_text": ["A dog runs", "A child swims", "A boy on a bike", "A man on a bench",
+                                 "A child swims"]}).to_csv(tmp_path / "train_dataset.csv", index=False)
+    pd.DataFrame([("a.jpg", "x.jpg#1", 4, 4, 3), ("d.jpg", "x.jpg#1", 1, 1, 2)]).to_csv(
+        tmp_path / "ExpertAnnotations.tsv", sep="\t", header=False, index=False)
+    labels = train_labels(tmp_path)
+    # a: own caption about a dog, but experts matched a caption about a child; d: no own caption and only a poor
+    # match, so no caption describes it: not a training image of the classifier
+    assert labels.to_dict() == {"a.jpg": True, "b.jpg": True, "c.jpg": False}
