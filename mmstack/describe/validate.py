@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 from PIL import Image
 
@@ -118,13 +118,16 @@ def _megabytes(n: int) -> str:
     return f"{n / 2**20:.1f} MB"
 
 
-def check_photo(name: str, data: bytes | str | Path | None, size: int | None = None) -> tuple[Photo | None, Problem | None]:
-    """One uploaded photo (its bytes, or the path of a temporary file holding them): ``(Photo, None)`` or
+def check_photo(name: str, data: bytes | str | Path | BinaryIO | None, size: int | None = None) -> tuple[Photo | None, Problem | None]:
+    """One uploaded photo (its bytes, an open file, or the path of a file holding them): ``(Photo, None)`` or
     ``(None, Problem)``. ``size``: the upload's full size when only its first bytes were kept (the upload
     stopped at the cap)."""
     where = f"photo {name!r}"
     if size is not None and size > MAX_PHOTO_BYTES:
         return None, Problem(where, f"{_megabytes(size)}, over the {MAX_PHOTO_BYTES // 2**20} MB limit")
+    if hasattr(data, "read"):  # an upload's (spooled) file: read one photo at most, only now
+        data.seek(0)
+        data = data.read(MAX_PHOTO_BYTES + 1)
     if isinstance(data, (str, Path)):
         data = read_regular_file(str(data), MAX_PHOTO_BYTES)
         if data == OVER_BYTES:
@@ -140,6 +143,8 @@ def check_photo(name: str, data: bytes | str | Path | None, size: int | None = N
     try:
         with Image.open(io.BytesIO(data)) as img:  # the header only: what the content is, whatever the name says
             kind = img.format
+    except Image.DecompressionBombError:  # PIL's own guard fires on the header of a huge image
+        return None, Problem(where, f"over {MAX_PIXELS // 1_000_000} megapixels (a decompression bomb?)")
     except DECODE_ERRORS:
         return None, Problem(where, "not an image (expected a JPEG, PNG or GIF file)")
     if kind not in FORMATS:
@@ -153,10 +158,11 @@ def check_photo(name: str, data: bytes | str | Path | None, size: int | None = N
 
 
 def validate_listing(attributes: str | bytes | dict | None,
-                     photos: Iterable[tuple[str, bytes | str | Path | None, int | None]] = ()) -> Listing:
-    """A :class:`Listing` from raw attributes and ``(name, bytes or temp path, full size or None)`` photos, or a
-    :class:`ValidationError` listing every problem."""
-    attrs, problems = parse_attributes(attributes)
+                     photos: Iterable[tuple[str, bytes | str | Path | BinaryIO | None, int | None]] = (),
+                     attributes_name: str = "attributes") -> Listing:
+    """A :class:`Listing` from raw attributes and ``(name, bytes / open file / path, full size or None)`` photos,
+    or a :class:`ValidationError` listing every problem. Files are read one at a time (never all at once)."""
+    attrs, problems = parse_attributes(attributes, attributes_name)
     photos = list(photos)
     checked: list[Photo] = []
     if len(photos) > MAX_PHOTOS:
