@@ -205,6 +205,8 @@ class RetrievalCaptioner:
                      "text_axes": self.text_proj.axes.astype(np.float16), "images": self.images.astype(np.float16),
                      "has_image": self.has_image, "texts": self.texts.astype(np.float16), "has_text": self.has_text,
                      "variative": self.variative, "captions": np.array(self.captions),
+                     # the descriptions as written: the "copy the nearest caption" baseline reads them
+                     **({"originals": np.array(self.originals)} if self.originals is not None else {}),
                      "params": np.array([self.k, self.image_weight, self.text_weight, self.same_kind_bonus])})
 
     @classmethod
@@ -213,7 +215,8 @@ class RetrievalCaptioner:
         k, wi, wt, bonus = a["params"]
         return cls(_Projection(a["image_centre"], a["image_axes"]), _Projection(a["text_centre"], a["text_axes"]),
                    a["images"], a["has_image"], a["texts"], a["has_text"], a["variative"],
-                   [str(c) for c in a["captions"]], k=int(k), image_weight=float(wi), text_weight=float(wt),
+                   [str(c) for c in a["captions"]],
+                   [str(c) for c in a["originals"]] if "originals" in a else None, k=int(k), image_weight=float(wi), text_weight=float(wt),
                    same_kind_bonus=float(bonus))
 
 

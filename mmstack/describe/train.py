@@ -1,7 +1,7 @@
 """Train the description service's models on listings of the embedded Avito generator.
 
     python -m mmstack.describe.train [--out mmstack/describe/models] [--rows 1200] [--seed 0] [--lots 0.4]
-                                     [--image-size 224] [--net-epochs 25]
+                                     [--image-size 224] [--net-epochs 25] [--cache FEATURES.npz]
 
 This is the command that made the shipped models (mmstack/describe/models; defaults as above; a few minutes on
 two cores). The labelled set: the generator's listings (train and test parts) with ``--lots`` of the everyday
@@ -91,6 +91,36 @@ def fit_matcher(listings: Sequence[GeneratedListing], encs: Sequence[Encoded], s
     return final
 
 
+def encode_listings(listings: Sequence[GeneratedListing], encoder: ListingEncoder,
+                    cache: Path | None = None) -> list[Encoded]:
+    """Features of ``listings``, kept in ``cache`` (an .npz of arrays) when given: the benchmark and a retrain
+    with other model settings reuse them. The cache is trusted when its texts and photo counts match."""
+    texts = [l.text for l in listings]
+    counts = np.array([len(l.photos) for l in listings])
+    if cache is not None and Path(cache).is_file():
+        with np.load(cache, allow_pickle=False) as a:
+            if list(a["texts"]) == texts and np.array_equal(a["counts"], counts):
+                log.info("features: reused %s", cache)
+                return _split(texts, counts, a["text_vecs"], a["pooled"], a["probs"].astype(np.float32),
+                              a["regions"])
+    encs = encoder.encode_many(texts, [l.photos for l in listings])
+    if cache is not None:
+        arrays = {"texts": np.array(texts), "counts": counts, "text_vecs": np.stack([e.text_vec for e in encs]),
+                  "pooled": np.concatenate([e.pooled for e in encs]),
+                  "probs": np.concatenate([e.probs for e in encs]).astype(np.float16),
+                  "regions": np.concatenate([e.regions for e in encs])}
+        _save(Path(cache), arrays)
+    return encs
+
+
+def _split(texts, counts, text_vecs, pooled, probs, regions) -> list[Encoded]:
+    out, start = [], 0
+    for text, vec, n in zip(texts, text_vecs, counts):
+        out.append(Encoded(str(text), vec, pooled[start:start + n], probs[start:start + n], regions[start:start + n]))
+        start += n
+    return out
+
+
 def train_all(listings: Sequence[GeneratedListing], encs: Sequence[Encoded], out: Path, seed: int = 0,
               net_epochs: int = 25) -> dict:
     """Fit and save every model; returns a summary."""
@@ -102,8 +132,8 @@ def train_all(listings: Sequence[GeneratedListing], encs: Sequence[Encoded], out
     arrays = {**diversity.to_arrays(), **{k: (v.astype(np.float16) if v.dtype.kind == "f" and v.ndim == 2 else v)
                                           for k, v in matcher.to_arrays().items()}}
     _save(out / LISTING_MODELS, {"kind": np.array("listing_models"), **arrays})
-    queries, masked, _ = caption_data(listings, encs)
-    RetrievalCaptioner.fit(queries, masked).save(out / RETRIEVAL)
+    queries, masked, originals = caption_data(listings, encs)
+    RetrievalCaptioner.fit(queries, masked, originals).save(out / RETRIEVAL)
     NetCaptioner.fit(queries, masked, epochs=net_epochs, seed=seed).save(out / NET)
     return {"listings": len(listings), "variative": int(y.sum()), "captions": len(masked),
             "matcher_threshold": matcher.threshold, "seconds": round(time.perf_counter() - t0, 1),
@@ -118,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lots", type=float, default=0.4)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--net-epochs", type=int, default=25)
+    parser.add_argument("--cache", type=Path, default=None, help="features cache (.npz), reused when it matches")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
     listings = embedded_listings(args.rows, seed=args.seed, lots=args.lots)
-    encs = ListingEncoder(args.image_size).encode_many([l.text for l in listings], [l.photos for l in listings])
+    encs = encode_listings(listings, ListingEncoder(args.image_size), args.cache)
     summary = train_all(listings, encs, args.out, args.seed, args.net_epochs)
     print(json.dumps(summary, indent=1))
     return 0
