@@ -79,3 +79,24 @@ def test_open_files_are_read_one_at_a_time(tmp_path):
 def test_parse_attributes_strips_and_keeps_names():
     attrs, found = parse_attributes({" Цвет ": " красный "})
     assert attrs == {"Цвет": "красный"} and not found
+
+
+def test_cli_names_each_bad_input_in_one_line(tmp_path):
+    """`mmstack describe` refuses bad input with one line and exit 2, before any model loads."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    attrs = tmp_path / "attrs.json"
+    attrs.write_text('{"Цена": 5000}', encoding="utf-8")
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("hello")
+    done = subprocess.run([sys.executable, "-m", "mmstack", "describe", "--attrs", str(attrs), str(notes),
+                           str(tmp_path / "missing.png")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert f'{attrs}["Цена"]: expected a string, got a number (write "5000")' in lines[0]
+    assert f"photo '{notes}': not an image (expected a JPEG, PNG or GIF file)" in lines[0]
+    assert "missing.png': cannot be read (missing)" in lines[0]
