@@ -156,7 +156,7 @@ def flickr_captions(data: Path, work: Path, describer, epochs: int) -> list[str]
     else:
         images = [decode_image((data / n).read_bytes(), PHOTO_LIMITS, draft=448, max_side=448, exif=True)[0].image
                   for n in names]
-        pooled, probs, _ = describer.encoder.photos(images)
+        pooled, probs, _, _ = describer.encoder.photos(images)
         np.savez_compressed(cache, names=np.array(names), pooled=pooled, probs=probs.astype(np.float16))
     index = {n: i for i, n in enumerate(names)}
     q_train = [CaptionQuery(image_vec=pooled[index[f"train_images/{n}"]]) for n in train["captioned"]]

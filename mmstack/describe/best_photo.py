@@ -38,16 +38,19 @@ class CategoryMatcher:
     classes: np.ndarray  # (C,) category names
     img_centre: np.ndarray  # (1280,)
     img_axes: np.ndarray  # (1280, k) PCA axes
-    img_coef: np.ndarray  # (C, k)
+    col_mean: np.ndarray  # (8,) colour statistics' mean and scale (they join the k PCA components)
+    col_scale: np.ndarray
+    img_coef: np.ndarray  # (C, k + 8)
     img_intercept: np.ndarray  # (C,)
     txt_coef: np.ndarray  # (C, 512)
     txt_intercept: np.ndarray  # (C,)
     threshold: float  # agreement under this = the photo does not show what the text offers
 
     @classmethod
-    def fit(cls, pooled: np.ndarray, img_labels: np.ndarray, text_vecs: np.ndarray, txt_labels: np.ndarray,
-            components: int = 64, seed: int = 0) -> "CategoryMatcher":
-        """Shrinkage LDA (scikit-learn; closed form, fast) on PCA-reduced photo features and on text vectors."""
+    def fit(cls, pooled: np.ndarray, colours: np.ndarray, img_labels: np.ndarray, text_vecs: np.ndarray,
+            txt_labels: np.ndarray, components: int = 64, seed: int = 0) -> "CategoryMatcher":
+        """Shrinkage LDA (scikit-learn; closed form, fast) on PCA-reduced photo features with the photo's colour
+        statistics, and on text vectors."""
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
         from .captioners import fit_pca
@@ -68,21 +71,25 @@ class CategoryMatcher:
                 coef[lda.classes_], intercept[lda.classes_] = lda.coef_, lda.intercept_
             return coef, intercept
 
-        img_coef, img_intercept = fit_lda((pooled - centre) @ axes, img_labels)
+        col_mean, col_scale = colours.mean(axis=0), np.maximum(colours.std(axis=0), 1e-6)
+        X = np.hstack([(pooled - centre) @ axes, (colours - col_mean) / col_scale])
+        img_coef, img_intercept = fit_lda(X, img_labels)
         txt_coef, txt_intercept = fit_lda(text_vecs, txt_labels)
-        return cls(classes, centre, axes, img_coef, img_intercept, txt_coef, txt_intercept, threshold=0.2)
+        return cls(classes, centre, axes, col_mean, col_scale, img_coef, img_intercept, txt_coef, txt_intercept,
+                   threshold=0.2)
 
-    def image_probs(self, pooled: np.ndarray) -> np.ndarray:
-        return _softmax(((pooled - self.img_centre) @ self.img_axes) @ self.img_coef.T + self.img_intercept)
+    def image_probs(self, pooled: np.ndarray, colours: np.ndarray) -> np.ndarray:
+        X = np.hstack([(pooled - self.img_centre) @ self.img_axes, (colours - self.col_mean) / self.col_scale])
+        return _softmax(X @ self.img_coef.T + self.img_intercept)
 
     def text_probs(self, text_vecs: np.ndarray) -> np.ndarray:
         return _softmax(np.atleast_2d(text_vecs) @ self.txt_coef.T + self.txt_intercept)
 
-    def agreement(self, text_vec: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    def agreement(self, text_vec: np.ndarray, pooled: np.ndarray, colours: np.ndarray) -> np.ndarray:
         """Per photo, the Bhattacharyya coefficient of the photo's and the text's category distributions."""
         if not len(pooled):
             return np.zeros(0)
-        return np.sqrt(self.image_probs(pooled) * self.text_probs(text_vec)).sum(axis=1)
+        return np.sqrt(self.image_probs(pooled, colours) * self.text_probs(text_vec)).sum(axis=1)
 
     def to_arrays(self, prefix: str = "matcher_") -> dict[str, np.ndarray]:
         return {f"{prefix}{k}": np.asarray(getattr(self, k)) for k in self.__dataclass_fields__}
@@ -123,7 +130,7 @@ class ImageTextScorer:
         bridge = self.bridge(text_vec, enc.probs)
         agreement = None
         if self.matcher is not None and np.any(text_vec):
-            agreement = self.matcher.agreement(text_vec, enc.pooled)
+            agreement = self.matcher.agreement(text_vec, enc.pooled, enc.colours)
         return {"bridge": bridge, "agreement": agreement, "score": agreement if agreement is not None else bridge}
 
     def best_photo(self, enc: Encoded) -> int | None:

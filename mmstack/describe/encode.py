@@ -24,18 +24,20 @@ log = logging.getLogger(__name__)
 
 REGION_SIDE = 128  # regions are found on a thumbnail this big
 REGION_NAMES = ("regions", "colour_spread", "colour_max", "size_cv", "colour_groups", "foreground")
+COLOUR_NAMES = ("bg_r", "bg_g", "bg_b", "bg_hue_cos", "bg_hue_sin", "mean_r", "mean_g", "mean_b")
 
 
 @dataclass
 class Encoded:
     """A listing's features: ``text_vec`` (512,), and per photo ``pooled`` (n, 1280), ``probs`` (n, 1000),
-    ``regions`` (n, len(REGION_NAMES))."""
+    ``regions`` (n, len(REGION_NAMES)), ``colours`` (n, len(COLOUR_NAMES))."""
 
     text: str
     text_vec: np.ndarray
     pooled: np.ndarray
     probs: np.ndarray
     regions: np.ndarray
+    colours: np.ndarray
 
     @property
     def n_photos(self) -> int:
@@ -83,6 +85,25 @@ def region_stats(image: Image.Image, threshold: float = 40.0, min_share: float =
     return np.array([len(keep), spread, largest, cv, len(groups), foreground.mean()], np.float32)
 
 
+def colour_stats(image: Image.Image) -> np.ndarray:
+    """Brightness-free colour of a photo (:data:`COLOUR_NAMES`): the chromaticity (r, g, b over their sum) of its
+    background (the median of its border) and its hue as a point on the circle weighted by saturation, and the
+    chromaticity of the whole photo. Where a photo is taken (the setting a category's photos share) shows in them;
+    ImageNet features, trained to ignore colour casts, keep little of it."""
+    img = image.convert("RGB")
+    img.thumbnail((REGION_SIDE, REGION_SIDE), Image.Resampling.BILINEAR)
+    pixels = np.asarray(img, dtype=np.float64)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    bg = np.median(border, axis=0)
+    chroma = bg / max(bg.sum(), 1e-9)
+    mean = pixels.reshape(-1, 3).mean(axis=0)
+    r, g, b = bg / 255.0
+    hue = np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)
+    saturation = (bg.max() - bg.min()) / max(bg.max(), 1e-9)
+    return np.array([*chroma, saturation * np.cos(hue), saturation * np.sin(hue), *(mean / max(mean.sum(), 1e-9))],
+                    np.float32)
+
+
 class ListingEncoder:
     """Encodes listings (texts and PIL photos); the models load on first use and are shared by threads
     (one lock: a request's features are computed whole, one request at a time)."""
@@ -115,22 +136,25 @@ class ListingEncoder:
                 out[present] = self.text_encoder.encode([texts[i] for i in present])
         return out
 
-    def photos(self, images: Sequence[Image.Image], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pooled features (n, 1280), ImageNet probabilities (n, 1000) and region statistics of PIL images."""
+    def photos(self, images: Sequence[Image.Image], batch_size: int = 16
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pooled features (n, 1280), ImageNet probabilities (n, 1000), region and colour statistics of PIL
+        images."""
         if not images:
             return (np.zeros((0, EMBED_DIM), np.float32), np.zeros((0, N_CLASSES), np.float32),
-                    np.zeros((0, len(REGION_NAMES)), np.float32))
+                    np.zeros((0, len(REGION_NAMES)), np.float32), np.zeros((0, len(COLOUR_NAMES)), np.float32))
         with self.lock, torch_threads(self.num_threads):
             pooled, logits = self.image_encoder.encode(list(images), batch_size=batch_size)
         logits = logits.astype(np.float64)
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         regions = np.stack([region_stats(img) for img in images])
-        return pooled, probs.astype(np.float32), regions
+        colours = np.stack([colour_stats(img) for img in images])
+        return pooled, probs.astype(np.float32), regions, colours
 
     def encode(self, text: str, images: Sequence[Image.Image]) -> Encoded:
-        pooled, probs, regions = self.photos(images)
-        return Encoded(text, self.texts([text])[0], pooled, probs, regions)
+        pooled, probs, regions, colours = self.photos(images)
+        return Encoded(text, self.texts([text])[0], pooled, probs, regions, colours)
 
     def encode_many(self, texts: Sequence[str], photo_lists: Sequence[Sequence[Image.Image]],
                     chunk: int = 64) -> list[Encoded]:
@@ -138,10 +162,10 @@ class ListingEncoder:
         text_vecs = self.texts(list(texts))
         flat = [img for photos in photo_lists for img in photos]
         parts = [self.photos(flat[s:s + chunk]) for s in range(0, len(flat), chunk)] or [self.photos([])]
-        pooled, probs, regions = (np.concatenate([p[k] for p in parts]) for k in range(3))
+        pooled, probs, regions, colours = (np.concatenate([p[k] for p in parts]) for k in range(4))
         out, start = [], 0
         for text, vec, photos in zip(texts, text_vecs, photo_lists):
             end = start + len(photos)
-            out.append(Encoded(text, vec, pooled[start:end], probs[start:end], regions[start:end]))
+            out.append(Encoded(text, vec, pooled[start:end], probs[start:end], regions[start:end], colours[start:end]))
             start = end
         return out

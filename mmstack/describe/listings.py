@@ -27,6 +27,7 @@ class GeneratedListing:
     category: str = ""
     kind: str = "single"
     item_id: str = ""
+    parent: str = ""  # the parent category (Личные вещи, Транспорт...)
 
     @property
     def variative(self) -> bool:
@@ -69,5 +70,6 @@ def embedded_listings(rows: int, seed: int = 0, lots: float = 0.4, max_photos: i
             n = int(rng.integers(1, max_photos + 1))
             photos = [render_image(gen.photo_spec(row, position, "", k)) for k in range(n)]
         out.append(GeneratedListing(seller_attributes(row), photos, row.description, str(row.title),
-                                    str(row.category_name), str(row.lot_kind), str(row.item_id)))
+                                    str(row.category_name), str(row.lot_kind), str(row.item_id),
+                                    str(row.parent_category_name)))
     return out

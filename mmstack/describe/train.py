@@ -27,7 +27,7 @@ import numpy as np
 from .best_photo import CategoryMatcher
 from .captioners import NetCaptioner, RetrievalCaptioner, _save
 from .diversity import SINGLE, DiversityModel, listing_features, regex_label
-from .encode import Encoded, ListingEncoder
+from .encode import Encoded, ListingEncoder, colour_stats
 from .listings import GeneratedListing, embedded_listings
 from .masking import mask_attributes, mask_text
 from .pipeline import LISTING_MODELS, NET, RETRIEVAL, SHIPPED, listing_query
@@ -65,9 +65,10 @@ def fit_matcher(listings: Sequence[GeneratedListing], encs: Sequence[Encoded], s
     def fit(rows):
         img_rows = [i for i in rows if listings[i].kind != "lot" and encs[i].n_photos]
         pooled = np.concatenate([encs[i].pooled for i in img_rows])
+        colours = np.concatenate([encs[i].colours for i in img_rows])
         img_labels = np.concatenate([[listings[i].category] * encs[i].n_photos for i in img_rows])
         txt_rows = [i for i in rows if encs[i].has_text]
-        return CategoryMatcher.fit(pooled, img_labels, np.stack([encs[i].text_vec for i in txt_rows]),
+        return CategoryMatcher.fit(pooled, colours, img_labels, np.stack([encs[i].text_vec for i in txt_rows]),
                                    np.array([listings[i].category for i in txt_rows]), seed=seed)
 
     matcher = fit(np.flatnonzero(~holdout))
@@ -75,11 +76,11 @@ def fit_matcher(listings: Sequence[GeneratedListing], encs: Sequence[Encoded], s
     parent = {l.category: l.attributes.get("Категория") for l in listings}
     true, false = [], []
     for i in held:
-        true.append(matcher.agreement(encs[i].text_vec, encs[i].pooled[:1])[0])
+        true.append(matcher.agreement(encs[i].text_vec, encs[i].pooled[:1], encs[i].colours[:1])[0])
         others = [j for j in held if listings[j].category != listings[i].category]
         if others:
             j = others[rng.integers(len(others))]
-            false.append(matcher.agreement(encs[i].text_vec, encs[j].pooled[:1])[0])
+            false.append(matcher.agreement(encs[i].text_vec, encs[j].pooled[:1], encs[j].colours[:1])[0])
     true, false = np.array(true), np.array(false)
     grid = np.linspace(0.02, 0.9, 89)
     balanced = [((true >= t).mean() + (false < t).mean()) / 2 for t in grid]
@@ -101,22 +102,28 @@ def encode_listings(listings: Sequence[GeneratedListing], encoder: ListingEncode
         with np.load(cache, allow_pickle=False) as a:
             if list(a["texts"]) == texts and np.array_equal(a["counts"], counts):
                 log.info("features: reused %s", cache)
+                if "colours" in a:
+                    colours = a["colours"]
+                else:  # a cache from before the colour statistics: they need no network, add them
+                    colours = np.stack([colour_stats(p) for l in listings for p in l.photos])
                 return _split(texts, counts, a["text_vecs"], a["pooled"], a["probs"].astype(np.float32),
-                              a["regions"])
+                              a["regions"], colours)
     encs = encoder.encode_many(texts, [l.photos for l in listings])
     if cache is not None:
         arrays = {"texts": np.array(texts), "counts": counts, "text_vecs": np.stack([e.text_vec for e in encs]),
                   "pooled": np.concatenate([e.pooled for e in encs]),
                   "probs": np.concatenate([e.probs for e in encs]).astype(np.float16),
-                  "regions": np.concatenate([e.regions for e in encs])}
+                  "regions": np.concatenate([e.regions for e in encs]),
+                  "colours": np.concatenate([e.colours for e in encs])}
         _save(Path(cache), arrays)
     return encs
 
 
-def _split(texts, counts, text_vecs, pooled, probs, regions) -> list[Encoded]:
+def _split(texts, counts, text_vecs, pooled, probs, regions, colours) -> list[Encoded]:
     out, start = [], 0
     for text, vec, n in zip(texts, text_vecs, counts):
-        out.append(Encoded(str(text), vec, pooled[start:start + n], probs[start:start + n], regions[start:start + n]))
+        part = slice(start, start + n)
+        out.append(Encoded(str(text), vec, pooled[part], probs[part], regions[part], colours[part]))
         start += n
     return out
 
