@@ -47,7 +47,7 @@ def held_out(rows: int, work: Path, encoder):
     from mmstack.describe.listings import embedded_listings
     from mmstack.describe.train import encode_listings
 
-    listings = embedded_listings(rows, seed=1, lots=0.4)
+    listings = embedded_listings(rows, seed=0, stream=1, lots=0.4)
     encs = encode_listings(listings, encoder, work / f"heldout_{rows}.npz")
     return listings, encs
 

@@ -2,7 +2,8 @@
 
 A logistic regression over text cues and image evidence (:func:`listing_features`):
 
-- text: words that announce several different things (набор, комплект, лот, пакетом, разные, ассортимент...),
+- text: words that announce several different things (набор, комплект, лот, пакетом, разные, ассортимент...;
+  not "разное", which Avito uses as a category name: "Вид: Разное"),
   words that announce many identical ones (N шт., оптом, одинаковые: one kind, so <SINGLE>), list commas in the
   title; English equivalents (set of, pack of, combo...);
 - photos: object regions per photo (:func:`mmstack.describe.encode.region_stats`: how many, how different in
@@ -24,7 +25,7 @@ from ..errors import ConfigError
 from .encode import REGION_NAMES, Encoded
 
 SINGLE, VARIATIVE = "<SINGLE>", "<VARIATIVE>"
-MANY_DIFFERENT = re.compile(r"набор|комплект|\bлот(?:ом)?\b|пакетом|\bразн(?:ые|ых|ое|ого)\b|ассортимент|"
+MANY_DIFFERENT = re.compile(r"набор|комплект|\bлот(?:ом)?\b|пакетом|\bразн(?:ые|ых)\b|ассортимент|"
                             r"распродаж|вс[её] вместе|и другое|и др\.|\bset of\b|\bcombo\b|\bkit\b|\bassorted\b",
                             re.IGNORECASE)
 MANY_IDENTICAL = re.compile(r"\d+\s*(?:шт\b|штук)|оптом|одинаков|количеств|\bмного\b|\bpack of\b|\bpcs\b",

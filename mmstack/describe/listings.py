@@ -55,10 +55,17 @@ def seller_attributes(row) -> dict[str, str]:
 
 
 def embedded_listings(rows: int, seed: int = 0, lots: float = 0.4, max_photos: int = 3,
-                      image_size: tuple[int, int] = (160, 120), with_images: float = 1.0) -> list[GeneratedListing]:
+                      image_size: tuple[int, int] = (160, 120), with_images: float = 1.0,
+                      stream: int | None = None) -> list[GeneratedListing]:
     """Listings of the generator's train and test parts (not its 'active' part) with ``lots`` of the everyday
-    ones multi-item, 1..``max_photos`` photos each (a listing the generator drew without an image gets none)."""
+    ones multi-item, 1..``max_photos`` photos each (a listing the generator drew without an image gets none).
+
+    ``seed`` draws the world (categories, products, how each category's photos look); ``stream`` (None: the
+    world's own stream) draws other listings of that same world: held-out listings for the models trained on
+    ``stream=None``. Another ``seed`` is another marketplace, where a category's photos look different."""
     gen = AvitoGenerator(rows, seed=seed, image_size=image_size, lots=lots)
+    if stream is not None:
+        gen.rng = np.random.default_rng([seed, 0x57AE, stream])  # the world is drawn; the listings come next
     frame, _ = gen.build()
     rng = np.random.default_rng([seed, 0xD15C])
     out = []

@@ -7,7 +7,7 @@ chunked body, the bytes read so far) passes the limit; the multipart parser spoo
 temporary files, and photos are read and decoded one at a time (at most 25 MB each, decoded at reduced scale),
 so 10 photos of 25 MB cost disk, not memory. Validation problems are a 422 naming each field or file.
 """
-from __future__ import annotations
+# no "from __future__ import annotations": FastAPI reads the endpoint annotations (Request) at definition time
 
 import json
 import logging

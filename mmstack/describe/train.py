@@ -129,7 +129,7 @@ def _split(texts, counts, text_vecs, pooled, probs, regions, colours) -> list[En
 
 
 def train_all(listings: Sequence[GeneratedListing], encs: Sequence[Encoded], out: Path, seed: int = 0,
-              net_epochs: int = 25) -> dict:
+              net_epochs: int = 25, captioners: bool = True) -> dict:
     """Fit and save every model; returns a summary."""
     out = Path(out)
     t0 = time.perf_counter()
@@ -140,8 +140,9 @@ def train_all(listings: Sequence[GeneratedListing], encs: Sequence[Encoded], out
                                           for k, v in matcher.to_arrays().items()}}
     _save(out / LISTING_MODELS, {"kind": np.array("listing_models"), **arrays})
     queries, masked, originals = caption_data(listings, encs)
-    RetrievalCaptioner.fit(queries, masked, originals).save(out / RETRIEVAL)
-    NetCaptioner.fit(queries, masked, epochs=net_epochs, seed=seed).save(out / NET)
+    if captioners:
+        RetrievalCaptioner.fit(queries, masked, originals).save(out / RETRIEVAL)
+        NetCaptioner.fit(queries, masked, epochs=net_epochs, seed=seed).save(out / NET)
     return {"listings": len(listings), "variative": int(y.sum()), "captions": len(masked),
             "matcher_threshold": matcher.threshold, "seconds": round(time.perf_counter() - t0, 1),
             "files": {p.name: p.stat().st_size for p in sorted(out.glob("*.npz"))}}
@@ -155,12 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lots", type=float, default=0.4)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--net-epochs", type=int, default=25)
+    parser.add_argument("--no-captioners", action="store_true", help="only the diversity model and the matcher")
     parser.add_argument("--cache", type=Path, default=None, help="features cache (.npz), reused when it matches")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
     listings = embedded_listings(args.rows, seed=args.seed, lots=args.lots)
     encs = encode_listings(listings, ListingEncoder(args.image_size), args.cache)
-    summary = train_all(listings, encs, args.out, args.seed, args.net_epochs)
+    summary = train_all(listings, encs, args.out, args.seed, args.net_epochs, not args.no_captioners)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -141,6 +141,20 @@ def test_toxic_text_is_flagged(describer, generated):
     assert verdict(result, "toxicity")["flagged"] and result["status"] == "rejected"
 
 
+def test_minors_verdict_rejects(describer, generated):
+    listing = first(generated, "single")
+    minors = describer.image_screen.minors
+    saved = minors.threshold
+    minors.threshold = 0.0  # every photo flagged: the verdict, not the classifier, is under test here
+    try:
+        result = run(describer, listing.attributes, listing.photos[:1])
+    finally:
+        minors.threshold = saved
+    v = verdict(result, "minors")
+    assert v["flagged"] and v["photos"] == [0] and "minors classifier" in v["detail"]
+    assert result["status"] == "rejected" and result["text"] is None
+
+
 # ---- the JSON API ------------------------------------------------------------------------------------------
 
 
