@@ -84,11 +84,11 @@ def test_heavy_masking(describer, generated):
 @pytest.mark.parametrize("kind,token", [("lot", "<VARIATIVE>"), ("set", "<VARIATIVE>"),
                                         ("identical", "<SINGLE>")])
 def test_one_kind_or_many(describer, generated, kind, token):
-    """Several different items; a set of one kind; many identical items (the majority of five listings)."""
-    listings = [l for l in generated[kind] if len(l.photos) >= 1][:5]
-    assert len(listings) == 5
+    """Several different items; a set of one kind; many identical items (the majority of three listings)."""
+    listings = [l for l in generated[kind] if len(l.photos) >= 1][:3]
+    assert len(listings) == 3
     tokens = [run(describer, l.attributes, l.photos)["diversity"]["token"] for l in listings]
-    assert tokens.count(token) >= 4, tokens
+    assert tokens.count(token) >= 2, tokens
 
 
 def mismatched_pair(generated):
