@@ -233,6 +233,49 @@ def moderate_cmd(
                f"-> {summary['out']}")
 
 
+@app.command("describe")
+def describe_cmd(
+    photos: Annotated[Optional[list[Path]], typer.Argument(help="Up to 10 photos (jpg, png, gif; 25 MB each).")] = None,
+    attrs: Annotated[Optional[Path], typer.Option("--attrs", help="Listing attributes: a JSON object of strings.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Service config (default configs/describe.toml).")] = None,
+    captioner: Annotated[Optional[str], typer.Option(help="retrieval, net or local (overrides the config).")] = None,
+) -> None:
+    """Describe one listing: validation, moderation verdicts with scores, one item or many, best photo and the
+    description, printed as JSON."""
+    import json
+    import time
+
+    from .describe.pipeline import Describer, load_settings
+    from .describe.validate import validate_listing
+    from .errors import InputError
+
+    raw = None
+    if attrs is not None:
+        if not attrs.is_file():
+            raise InputError(attrs, "attributes file not found")
+        raw = attrs.read_bytes()
+    t0 = time.perf_counter()
+    listing = validate_listing(raw, [(str(p), p, None) for p in photos or []],
+                               attributes_name=str(attrs) if attrs is not None else "attributes")
+    seconds = time.perf_counter() - t0
+    result = Describer(load_settings(config, captioner=captioner)).describe(listing, seconds)
+    typer.echo(json.dumps(result, ensure_ascii=False, indent=1))
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (default: server.host, 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default: server.port, 8000).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Service config (default configs/describe.toml).")] = None,
+    captioner: Annotated[Optional[str], typer.Option(help="retrieval, net or local (overrides the config).")] = None,
+) -> None:
+    """Start the listing description web app: a page at / and POST /describe (JSON)."""
+    from .describe.pipeline import load_settings
+    from .describe.service import serve
+
+    serve(load_settings(config, host=host, port=port, captioner=captioner))
+
+
 @app.command("runs")
 def runs_cmd(
     workdir: WorkdirOpt = Path("."),

@@ -40,14 +40,39 @@ def _placeholder(before: str) -> str:
 
 def mask_numbers(text: str) -> str:
     """Lower-case ``text`` and replace each number by a placeholder typed by the word before it."""
-    text = PHONE.sub("<PHONE>", text.lower())
+    return mask_numbers_keeping(text)[0]
+
+
+def mask_numbers_keeping(text: str, lower: bool = True) -> tuple[str, list[tuple[str, str]]]:
+    """:func:`mask_numbers` and the values it took out: ``(masked text, [(placeholder, value as written)])`` in
+    the order the placeholders stand in the masked text. ``lower=False`` keeps the text's case (the placeholder
+    types are decided on the lower-cased text either way), so that a masked text can be filled back."""
+    low = text.lower()
+    if lower:
+        text = low
+    # phones first, wherever they stand; the numbers are then read on the text with phones masked
+    phones = [(m.start(), m.end(), m.group(0)) for m in PHONE.finditer(low)]
+    masked_low, masked = _splice(low, phones, "<PHONE>"), _splice(text, phones, "<PHONE>")
+    found, shift = [], 0  # (position in the phone-masked text, placeholder, value)
+    for start, end, _ in phones:
+        found.append((start + shift, "<PHONE>", text[start:end]))
+        shift += len("<PHONE>") - (end - start)
     out, last = [], 0
-    for match in NUMBER.finditer(text):
-        out.append(text[last:match.start()])
-        out.append(_placeholder(text[:match.start()]))
+    for match in NUMBER.finditer(masked_low):
+        token = _placeholder(masked_low[:match.start()])
+        out += [masked[last:match.start()], token]
+        found.append((match.start(), token, masked[match.start():match.end()]))
         last = match.end()
-    out.append(text[last:])
-    return "".join(out)
+    out.append(masked[last:])
+    return "".join(out), [(token, value) for _, token, value in sorted(found)]
+
+
+def _splice(text: str, spans: list[tuple[int, int, str]], token: str) -> str:
+    out, last = [], 0
+    for start, end, _ in spans:
+        out += [text[last:start], token]
+        last = end
+    return "".join(out + [text[last:]])
 
 
 def title_key(title: str | None) -> str:

@@ -19,6 +19,11 @@ The generative story (also in the README):
 * **Images.** A drawn object on a category-coloured background; its colour class changes demand (content) and
   blur and brightness change it too (quality). 7.9% of listings have no image (lower demand). image_top_1 is a
   noisy class id derived from category, shape and colour, like the real classifier output.
+* **Lots (only when asked: ``lots`` > 0; off for the Avito task).** A share of the listings of everyday
+  categories show several items: many identical ones (a grid of the same object; "10 шт.", "оптом"), a set of
+  one kind in different colours ("Набор", "Комплект") or a lot of different products ("Вещи пакетом: ..."). About
+  30% of them say nothing about it in the text: the photos alone tell. Lots are drawn with a random stream of
+  their own after everything else, so every other value (target included) is the same as without them.
 * **Target.** A latent demand z sums all of the above plus noise. A listing gets deal_probability 0 unless
   z + noise clears the threshold that leaves 63.4% zeros; otherwise sigmoid(b + 1.4 z + noise) with b solved so
   the mean is 0.1475. Values above 0.985 become 1.0.
@@ -40,7 +45,8 @@ from tqdm import tqdm
 
 from ..store import atomic_path, write_text
 from .avito_vocab import (ADJECTIVES, BRANDS, CATEGORIES, CONDITION_PHRASES, DEAL_PHRASES, FILLER_PHRASES,
-                          GENERIC_PARAM_1, PARAM_1, PARAM_3_VALUES, REGIONS, SIZES)
+                          GENERIC_PARAM_1, LOT_LINES, LOT_PARENTS, LOT_TITLES, PARAM_1, PARAM_3_VALUES, REGIONS,
+                          SIZES)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,8 @@ COLOURS = [((220, 40, 40), 0.35), ((240, 200, 30), 0.2), ((40, 160, 60), 0.0),
 SHAPES = ("ellipse", "rectangle", "triangle", "stripes")
 NO_BRAND = {"Недвижимость", "Услуги", "Животные", "Растения", "Продукты питания", "Книги и журналы"}
 CLOTHES = {"Одежда, обувь, аксессуары", "Детская одежда и обувь"}
+LOT_KINDS = ("identical", "set", "lot")
+LOT_TEXT_CUE = 0.7  # share of lots whose title or description says so
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class ImageSpec:
     brightness: float
     quality: int
     size: tuple[int, int]
+    # several objects: (shape, RGB, (cx, cy, rx, ry) as shares of the width and height); () = one random object
+    objects: tuple = ()
 
 
 def _hex_id(seed: int, kind: str, i: int, length: int) -> str:
@@ -90,32 +100,63 @@ def _nice_price(x: np.ndarray) -> np.ndarray:
     return np.round(x / step) * step
 
 
-def draw_image(spec: ImageSpec) -> None:
-    """Render one JPEG: object on a background, then blur, brightness and a little sensor noise."""
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, colour: tuple[int, int, int], cx: float, cy: float,
+                rx: float, ry: float) -> None:
+    box = (cx - rx, cy - ry, cx + rx, cy + ry)
+    if shape == "ellipse":
+        draw.ellipse(box, fill=colour)
+    elif shape == "rectangle":
+        draw.rectangle(box, fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - ry), (cx - rx, cy + ry), (cx + rx, cy + ry)], fill=colour)
+    else:
+        for k in range(5):
+            y0 = cy - ry + k * 2 * ry / 5
+            draw.rectangle((cx - rx, y0, cx + rx, y0 + ry / 5), fill=colour)
+
+
+def render_image(spec: ImageSpec) -> Image.Image:
+    """One image: object(s) on a background, then blur, brightness and a little sensor noise."""
     rng = np.random.default_rng(spec.seed)
     w, h = spec.size
     img = Image.new("RGB", spec.size, spec.background)
     draw = ImageDraw.Draw(img)
-    cx, cy = rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.65) * h
-    rx, ry = rng.uniform(0.18, 0.32) * w, rng.uniform(0.2, 0.38) * h
-    box = (cx - rx, cy - ry, cx + rx, cy + ry)
-    if spec.shape == "ellipse":
-        draw.ellipse(box, fill=spec.colour)
-    elif spec.shape == "rectangle":
-        draw.rectangle(box, fill=spec.colour)
-    elif spec.shape == "triangle":
-        draw.polygon([(cx, cy - ry), (cx - rx, cy + ry), (cx + rx, cy + ry)], fill=spec.colour)
+    if spec.objects:
+        for shape, colour, (cx, cy, rx, ry) in spec.objects:
+            _draw_shape(draw, shape, colour, cx * w, cy * h, rx * w, ry * h)
     else:
-        for k in range(5):
-            y0 = cy - ry + k * 2 * ry / 5
-            draw.rectangle((cx - rx, y0, cx + rx, y0 + ry / 5), fill=spec.colour)
+        cx, cy = rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.65) * h
+        rx, ry = rng.uniform(0.18, 0.32) * w, rng.uniform(0.2, 0.38) * h
+        _draw_shape(draw, spec.shape, spec.colour, cx, cy, rx, ry)
     if spec.blur > 0.05:
         img = img.filter(ImageFilter.GaussianBlur(spec.blur))
     pixels = np.asarray(img, dtype=np.float32) * spec.brightness
     pixels += rng.normal(0, 6, pixels.shape)
-    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def draw_image(spec: ImageSpec) -> None:
+    """Render one JPEG to ``spec.path``."""
+    img = render_image(spec)
     with atomic_path(Path(spec.path)) as tmp:
         img.save(tmp, format="JPEG", quality=spec.quality)
+
+
+def lot_layout(kind: str, items: list[tuple[str, tuple[int, int, int]]], rng: np.random.Generator) -> tuple:
+    """Where the items of a lot stand in a photo (see :class:`ImageSpec`): a jittered grid, one item per cell;
+    identical items share one size, a set's or a lot's differ."""
+    n = len(items)
+    cols = int(math.ceil(math.sqrt(n * 4 / 3)))
+    rows = int(math.ceil(n / cols))
+    cells = rng.permutation(cols * rows)[:n]
+    scale = 0.3 if kind == "identical" else 1.0
+    objects = []
+    for (shape, colour), cell in zip(items, cells):
+        r, c = divmod(int(cell), cols)
+        size = scale if kind == "identical" else rng.uniform(0.2, 0.36)
+        jx, jy = rng.uniform(-0.06, 0.06, 2)
+        objects.append((shape, colour, ((c + 0.5 + jx) / cols, (r + 0.5 + jy) / rows, size / cols, size / rows)))
+    return tuple(objects)
 
 
 def _draw_batch(specs: list[ImageSpec]) -> int:
@@ -127,9 +168,12 @@ def _draw_batch(specs: list[ImageSpec]) -> int:
 class AvitoGenerator:
     """Draws the world (places, categories, products, sellers), then listings, target and images."""
 
-    def __init__(self, rows: int, seed: int = 42, image_size: tuple[int, int] = (160, 120)):
+    def __init__(self, rows: int, seed: int = 42, image_size: tuple[int, int] = (160, 120), lots: float = 0.0):
         if rows < 50:
             raise ValueError("make-data avito needs --rows of at least 50")
+        if not 0.0 <= lots <= 1.0:
+            raise ValueError(f"lots is a share of listings from 0 to 1, got {lots}")
+        self.lots = lots
         self.n_train = rows
         self.n_test = max(10, int(round(rows * TEST_SHARE)))
         self.n_active = rows // 2
@@ -394,22 +438,94 @@ class AvitoGenerator:
         frame["city_name"] = self.city_names[ci]
         frame["region"] = self.region_names[self.city_region[ci]]
         frame["item_seq_number"] = frame["seq"]
-        return frame, self._periods(frame)
+        periods = self._periods(frame)
+        return self._lots(frame), periods
+
+    def _lots(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Turn a ``lots`` share of the everyday listings into multi-item ones (module docstring, "Lots"):
+        ``lot_kind`` (single, identical, set, lot), ``lot_items`` ((shape, colour index) per item shown) and, for
+        the chosen listings, a title and description that may say so. Its own random stream: nothing else moves."""
+        n = len(frame)
+        kind = np.full(n, "single", dtype=object)
+        items: list[tuple] = [()] * n
+        frame["lot_kind"], frame["lot_items"] = kind, items
+        if self.lots <= 0:
+            return frame
+        rng = np.random.default_rng([self.seed, 0x107])
+        cat = frame["cat"].to_numpy()
+        eligible = np.isin(self.cat_parent[cat], list(LOT_PARENTS)) & (frame["repost_of"].to_numpy() < 0)
+        chosen = np.flatnonzero(eligible & (rng.random(n) < self.lots))
+        titles, descriptions = frame["title"].to_numpy().copy(), frame["description"].to_numpy().copy()
+        for i in chosen:
+            k = str(rng.choice(LOT_KINDS))
+            product = int(frame["product"].iat[i])
+            colour = int(frame["img_colour"].iat[i])
+            shape = int(self.prod_shape[product])
+            if k == "identical":
+                count = int(rng.integers(3, 13))
+                shown = [(shape, colour)] * count
+                names = [str(self.prod_name[product])]
+            elif k == "set":
+                count = int(rng.integers(2, 6))
+                others = rng.permutation([c for c in range(len(COLOURS)) if c != colour])[:count - 1]
+                shown = [(shape, colour)] + [(shape, int(c)) for c in others]
+                names = [str(self.prod_name[product])]
+            else:
+                count = int(rng.integers(2, 5))
+                parent = self.cat_parent[cat[i]]
+                pool = np.flatnonzero((self.cat_parent[self.prod_cat] == parent) & (self.prod_name != self.prod_name[product]))
+                picked = [product] + [int(p) for p in rng.choice(pool, count - 1, replace=False)]
+                shown = [(int(self.prod_shape[p]), int(self.prod_colour[p])) for p in picked]
+                names = list(dict.fromkeys(str(self.prod_name[p]) for p in picked))
+            kind[i], items[i] = k, tuple(shown)
+            if rng.random() >= LOT_TEXT_CUE:
+                continue  # the photos alone tell
+            fill = {"title": titles[i], "n": count, "items": ", ".join(names)}
+            cue_title, cue_line = rng.random() < 0.6, rng.random() < 0.8
+            if cue_title or not cue_line:
+                text = str(rng.choice(LOT_TITLES[k])).format(**fill)
+                titles[i] = text[:1].upper() + text[1:]
+            if cue_line and descriptions[i] is not None:
+                lines = str(descriptions[i]).split("\n")
+                lines.insert(1, str(rng.choice(LOT_LINES[k])).format(**{**fill, "items": fill["items"].lower()}))
+                descriptions[i] = "\n".join(lines)
+        frame["title"], frame["description"] = titles, descriptions
+        frame["lot_kind"], frame["lot_items"] = kind, items
+        return frame
 
     def image_specs(self, frame: pd.DataFrame, out: Path) -> list[ImageSpec]:
         specs = []
         for i, row in enumerate(frame.itertuples(index=False)):
             if row.image is None or row.split == "active":
                 continue
-            hue = self.cat_hue[row.cat]
-            background = tuple(int(v) for v in 150 + 90 * np.array([math.sin(6.283 * (hue + k / 3)) * 0.5 + 0.5 for k in range(3)]))
-            source = row.repost_of if row.repost_of >= 0 else i
-            specs.append(ImageSpec(
-                path=str(out / f"{row.split}_jpg" / f"{row.image}.jpg"), seed=self.seed * 1_000_003 + source,
-                background=background, colour=COLOURS[row.img_colour][0], shape=SHAPES[self.prod_shape[row.product]],
-                blur=float((1 - row.img_sharp) * 3.5), brightness=float(0.45 + 0.9 * row.img_bright),
-                quality=85 if row.repost_of < 0 else 70, size=self.image_size))
+            specs.append(self.photo_spec(row, i, str(out / f"{row.split}_jpg" / f"{row.image}.jpg")))
         return specs
+
+    def photo_spec(self, row, position: int, path: str, photo: int = 0) -> ImageSpec:
+        """The spec of photo number ``photo`` of listing ``row`` (a row of :meth:`build`'s frame at
+        ``position``). Photo 0 is the listing's Kaggle image; later ones show the same thing from another angle
+        (another seed); a later photo of a set or a lot may show one of its items alone."""
+        hue = self.cat_hue[row.cat]
+        background = tuple(int(v) for v in 150 + 90 * np.array([math.sin(6.283 * (hue + k / 3)) * 0.5 + 0.5 for k in range(3)]))
+        source = row.repost_of if row.repost_of >= 0 else position
+        seed = self.seed * 1_000_003 + source + photo * 7_919_000_003
+        objects: tuple = ()
+        lot_kind = getattr(row, "lot_kind", "single")
+        if lot_kind != "single":
+            rng = np.random.default_rng([seed, 0x107])
+            shown = [(SHAPES[s], COLOURS[c][0]) for s, c in row.lot_items]
+            if photo > 0 and lot_kind != "identical" and rng.random() < 0.5:
+                shape, colour = shown[(photo - 1) % len(shown)]  # a close-up of one item
+                box = (rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65), rng.uniform(0.18, 0.32),
+                       rng.uniform(0.2, 0.38))
+                objects = ((shape, colour, box),)
+            else:
+                objects = lot_layout(lot_kind, shown, rng)
+        return ImageSpec(
+            path=path, seed=seed, background=background, colour=COLOURS[row.img_colour][0],
+            shape=SHAPES[self.prod_shape[row.product]], blur=float((1 - row.img_sharp) * 3.5),
+            brightness=float(0.45 + 0.9 * row.img_bright), quality=85 if row.repost_of < 0 else 70,
+            size=self.image_size, objects=objects)
 
 
 KAGGLE_COLUMNS = ["item_id", "user_id", "region", "city", "parent_category_name", "category_name", "param_1",
@@ -418,11 +534,12 @@ KAGGLE_COLUMNS = ["item_id", "user_id", "region", "city", "parent_category_name"
 
 
 def write_avito(out: Path | str, rows: int, seed: int = 42, n_jobs: int = 2, images: bool = True,
-                image_size: tuple[int, int] = (160, 120)) -> dict[str, int]:
-    """Write a Kaggle-format Avito dataset of ``rows`` training rows to ``out``; returns row counts."""
+                image_size: tuple[int, int] = (160, 120), lots: float = 0.0) -> dict[str, int]:
+    """Write a Kaggle-format Avito dataset of ``rows`` training rows to ``out``; returns row counts.
+    ``lots``: the share of everyday listings drawn as multi-item ones (0: none, the Avito task's data)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    gen = AvitoGenerator(rows, seed, image_size)
+    gen = AvitoGenerator(rows, seed, image_size, lots)
     frame, periods = gen.build()
     frame = frame.rename(columns={"city": "city_index"}).rename(columns={"city_name": "city"})
     frame["activation_date"] = frame["activation_date"].dt.strftime("%Y-%m-%d")

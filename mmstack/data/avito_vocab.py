@@ -151,3 +151,21 @@ FILLER_PHRASES = [
     "Возможна доставка в соседние города за отдельную плату.", "Покупатель оплачивает пересылку.",
     "Продаю за ненадобностью, место нужно освободить до конца месяца.", "Гарантия, чек и коробка сохранены.",
 ]
+
+# Multi-item listings (drawn only when the generator is asked for lots, see AvitoGenerator(lots=...)).
+# kind -> title templates and description lines with a cue (some lots get none: the photos alone tell).
+# {title}: the listing's product; {n}: how many items; {items}: the different products, comma-separated.
+LOT_PARENTS = {"Личные вещи", "Для дома и дачи", "Бытовая электроника", "Хобби и отдых", "Животные"}
+LOT_TITLES: dict[str, list[str]] = {
+    "identical": ["{title}, {n} шт.", "{title} оптом", "{title} {n} штук"],
+    "set": ["Набор: {title}", "Комплект {title}", "{title}, набор из {n}"],
+    "lot": ["{items}", "Вещи пакетом: {items}", "Распродажа: {items}", "{title} и другое"],
+}
+LOT_LINES: dict[str, list[str]] = {
+    "identical": ["В наличии {n} шт., все одинаковые.", "Продаю оптом, {n} штук.", "Количество: {n} шт.",
+                  "Есть много, одинаковые."],
+    "set": ["В комплекте {n} предмета разных цветов.", "Набор, разные цвета и размеры.",
+            "Продаю комплектом, по отдельности не отдаю.", "Всё из одного набора."],
+    "lot": ["Продаю всё вместе: {items}.", "Разные вещи одним лотом.", "Отдам пакетом: {items}.",
+            "Всё на фото, разное."],
+}

@@ -43,11 +43,11 @@ class ListingMatch:
 class ImageTextScorer:
     """Zero-shot image-text scores (see the module docstring); models and class vectors load on first use."""
 
-    def __init__(self, encoder: str = "use", num_threads: int = 1, batch_size: int = 16):
+    def __init__(self, encoder: str = "use", num_threads: int = 1, batch_size: int = 16, text_encoder=None):
         self.encoder_name = encoder
         self.num_threads = num_threads
         self.batch_size = batch_size
-        self._encoder = None
+        self._encoder = text_encoder  # an already loaded sentence encoder to share (else made on first use)
         self._labels: np.ndarray | None = None
         self._image_encoder = None
 
