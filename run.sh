@@ -49,6 +49,11 @@ case "${1:-}" in
         ;;
     test)
         shift
+        # the Ray cluster tests need the optional extra; ./run.sh itself never does
+        if ! "$VENV/bin/python" -c 'import ray' 2>/dev/null; then
+            "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev,ray]" >&2 \
+                || echo "note: could not install the ray extra; the Ray tests will be skipped" >&2
+        fi
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     *)
