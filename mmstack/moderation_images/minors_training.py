@@ -2,7 +2,7 @@
 
     python -m mmstack.moderation_images.minors_training --data ../shared/data/flickr8k \
         [--work /tmp/mmstack-bench/moderation_images] [--out mmstack/moderation_images/minors_model.npz]
-        [--sizes 224 384] [--grid 3] [--crop-frac 0.5]
+        [--sizes 224 384] [--grid 2] [--crop-frac 0.6]
 
 Labels: a training image is positive when its own caption (the query whose query_id names it), or a caption of
 another image that the experts rated as describing it (mean score >= 3 of 4), mentions children
@@ -37,7 +37,7 @@ from .minors import MODEL_FILE, FeatureRecipe, ImageFeatures, MinorsModel, capti
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RECIPE = FeatureRecipe((224, 384), flip=False, grid=3, crop_frac=0.5)
+DEFAULT_RECIPE = FeatureRecipe((224, 384), flip=False, grid=2, crop_frac=0.6)
 C_GRID = (0.0003, 0.001, 0.003)
 EXPERT_MATCH = 3.0  # mean expert score (1..4) from which another image's caption counts as describing this one
 
