@@ -16,7 +16,8 @@ from mmstack.errors import ConfigError, MmstackError
 from mmstack.legal import MinorFilter
 from mmstack.moderation_images.minors import (EMBED_DIM, MODEL_FILE, ChildFilter, FeatureRecipe, ImageFeatures,
                                               MinorsModel, caption_shows_minors)
-from mmstack.moderation_images.minors_training import fit_minors_model, recall_threshold, train_labels
+from mmstack.moderation_images.minors_training import (DEFAULT_RECIPE, fit_minors_model, recall_threshold,
+                                                       train_labels)
 
 from ..conftest import ROOT
 
@@ -36,7 +37,8 @@ def test_shipped_model_file_is_small_loads_offline_in_a_fresh_process_and_scores
                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
     n, p, ok, recall = out.stdout.split()[-4:]
     model = MinorsModel.load()
-    assert int(n) == model.recipe.n_features == EMBED_DIM * (len(model.sizes) + 2) and model.grid == 3
+    assert int(n) == model.recipe.n_features == EMBED_DIM * (len(model.sizes) + 2)
+    assert model.recipe == DEFAULT_RECIPE, "the shipped file is what the training command's defaults make"
     assert ok == "True" and float(recall) == 0.95
     # at the training mean the score is the intercept's probability
     assert float(p) == pytest.approx(1 / (1 + np.exp(-model.intercept)), abs=1e-6)
