@@ -278,7 +278,8 @@ def throughput_section(data: Path, work: Path) -> list[str]:
                             ("faces off (`use_faces = false`)", ImageModerationSettings(use_faces=False))):
         counts = screen_images(data / "test_images", work / f"screen_{settings.use_faces}.csv", settings)
         lines.append(f"| {label} | {counts['seconds']:.0f} | {counts['images_per_second']:.2f} |")
-    lines += ["", "Per photo the screen runs EfficientNet-Lite0 at 224 and 384 px and on 4 crops at 224 px (minors classifier), open_nsfw "
+    lines += ["", "Per photo the screen runs EfficientNet-Lite0 at 224 and 384 px and on 4 crops at 224 px (minors "
+              "classifier), open_nsfw "
               "(ResNet-50 at 224 px) and, with faces on, dlib's face detector on the photo upscaled to 1000 px and "
               "the age model per face."]
     return lines

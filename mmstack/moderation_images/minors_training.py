@@ -9,10 +9,10 @@ another image that the experts rated as describing it (mean score >= 3 of 4), me
 (:func:`.minors.caption_shows_minors`). Images without any caption are not used. The test part is never read.
 
 Model: standardised EfficientNet-Lite0 pooled features (whole photo at ``--sizes``, and max / mean over a
-``--grid`` of overlapping crops: :class:`.minors.FeatureRecipe`) -> L2 logistic regression. The penalty C is picked from a
-small grid by out-of-fold (stratified 5-fold, seeded) false-positive rate at the target recall; the thresholds
-are the out-of-fold scores that keep ``recall`` of the positives withheld, for the classifier alone and OR-ed
-with the face-age check (ages from :class:`mmstack.legal.MinorFilter`, cached in the work folder).
+``--grid`` of overlapping crops: :class:`.minors.FeatureRecipe`) -> L2 logistic regression. The penalty C is
+picked from a small grid by out-of-fold (stratified 5-fold, seeded) false-positive rate at the target recall; the
+thresholds are the out-of-fold scores that keep ``recall`` of the positives withheld, for the classifier alone and
+OR-ed with the face-age check (ages from :class:`mmstack.legal.MinorFilter`, cached in the work folder).
 """
 from __future__ import annotations
 

@@ -108,7 +108,8 @@ def test_crop_features_are_the_max_and_mean_of_each_crops_features():
     assert np.allclose(got[0, EMBED_DIM:2 * EMBED_DIM], crops.max(axis=0), atol=1e-5)
     assert np.allclose(got[0, 2 * EMBED_DIM:], crops.mean(axis=0), atol=1e-5)
     # the corner crop's features differ from the other crops' (it holds the patch), so max != mean
-    assert np.abs(crops[0] - crops[3]).max() > 0.1 and (got[0, EMBED_DIM:2 * EMBED_DIM] >= got[0, 2 * EMBED_DIM:] - 1e-6).all()
+    assert np.abs(crops[0] - crops[3]).max() > 0.1
+    assert (got[0, EMBED_DIM:2 * EMBED_DIM] >= got[0, 2 * EMBED_DIM:] - 1e-6).all()
 
 
 def test_recall_threshold_keeps_the_share_of_positives_counting_those_already_withheld():
