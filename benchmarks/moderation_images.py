@@ -25,7 +25,28 @@ from record import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-BEFORE = ("caption-neighbour heuristic + faces (before, BENCHMARKS.md relevance section)", "36/44 (82%)", "24/56")
+BEFORE = [("caption-neighbour heuristic + faces (before, BENCHMARKS.md relevance section)", "36/44 (82%)", "24/56"),
+          ("whole-photo classifier (224 + 384 px) or faces under 25 (the previous shipped model)", "40/44 (91%)",
+           "19/56 (34%)")]
+# Alternatives measured while choosing the recipe (scripts outside the repo, on the same cached EfficientNet-Lite0
+# features; same labels, L2 logistic regression at C 0.001 unless named, threshold keeping 95% of the training
+# positives out of fold OR faces; the test images only judged). The recipe was picked by the training columns
+# (2x2 crops also led at C 0.0003 and 0.003, over 5 fold seeds); the test columns are shown, not used.
+ALTERNATIVES = [
+    '| whole photo 224 + 384 px (previous) | 0.911 | 35% | 0.884 | 40/44, 19/56 |',
+    '| + ImageNet logits (224 + 384) | 0.906 | 39% | 0.899 | 42/44, 17/56 |',
+    '| + max-pooled conv features | 0.915 | 35% | 0.877 | 41/44, 21/56 |',
+    '| flip-averaged features | 0.912 | 35% | 0.883 | 40/44, 18/56 |',
+    '| labels + crowd-matched captions (crowd yes >= 0.6) | 0.895 | 38% | 0.895 | 41/44, 22/56 |',
+    '| labels: own caption only (no expert matches) | 0.911 | 36% | 0.890 | 41/44, 20/56 |',
+    '| 3x3 regions of the 384-px conv map (max over regions) | 0.914 | 37% | 0.889 | 42/44, 21/56 |',
+    '| RBF SVM (224 + 384 + logits) | 0.909 | 36% | 0.887 | 41/44, 19/56 |',
+    '| **whole 224 + 384 + 2x2 crops of 0.6 (max and mean): chosen** | 0.917 | 35% | 0.905 | 42/44, 18/56 |',
+    '| whole 224 + 384 + 3x3 crops of 0.5 (max and mean) | 0.915 | 35% | 0.907 | 41/44, 14/56 |',
+    '| whole 224 + 3x3 crops (no 384-px pass) | 0.912 | 38% | 0.912 | 42/44, 13/56 |',
+    '| whole 224 + 384 + 3x3 crops + logits | 0.912 | 37% | 0.909 | 42/44, 15/56 |',
+    '| whole 224 + 384 + 2x2 + 3x3 crops | 0.917 | 35% | 0.913 | 41/44, 16/56 |',
+]
 
 
 def share(mask: np.ndarray, of: np.ndarray) -> str:
@@ -52,6 +73,8 @@ def minors_section(data: Path, work: Path, retrain: bool) -> list[str]:
     kids = truth.to_numpy(bool)
     folder = data / "test_images"
     # end to end, as search and the batch screen run it: bytes -> ChildFilter (classifier OR faces)
+    cached = (work / "test_minors_scores.json").is_file() and \
+        model.version in (work / "test_minors_scores.json").read_text()
     start = time.perf_counter()
     decisions = ChildFilter(model).check_many({n: (folder / n).read_bytes() for n in names},
                                               cache_path=work / "test_minors_scores.json",
@@ -67,12 +90,12 @@ def minors_section(data: Path, work: Path, retrain: bool) -> list[str]:
              combined)]
     # the trade-off: thresholds chosen on the training images' out-of-fold scores for other recalls
     labels = train_labels(data)
-    train_x = cached_features(data / "train_images", labels.index.tolist(), work, model.sizes, model.flip)
+    train_x = cached_features(data / "train_images", labels.index.tolist(), work, model.recipe)
     train_young = np.array([any(a < 25 for a in ages)
                             for ages in cached_face_ages(data / "train_images", labels.index.tolist(), work)])
     from mmstack.moderation_images.minors_training import fit_minors_model
 
-    oof = fit_minors_model(train_x, labels.to_numpy(bool), model.sizes, model.flip, train_young,
+    oof = fit_minors_model(train_x, labels.to_numpy(bool), model.recipe, train_young,
                            grid=(float(model.meta.get("C", 0.001)),)).oof
     y = labels.to_numpy(bool)
     sweep = ["", "Trade-off: the threshold set on the training images' out-of-fold scores (classifier OR faces) for "
@@ -106,18 +129,35 @@ def minors_section(data: Path, work: Path, retrain: bool) -> list[str]:
              f"them, the relevance section's rule): {int(kids.sum())} of {len(kids)}. Test ROC AUC of the "
              f"classifier: {roc_auc_score(kids, score):.3f}.", "",
              "| withheld by | children images withheld (recall) | other images withheld |", "|---|---:|---:|",
-             f"| {BEFORE[0]} | {BEFORE[1]} | {BEFORE[2]} |",
+             *(f"| {name} | {kept} | {others} |" for name, kept, others in BEFORE),
              *(f"| {name} | {share(mask, kids)} | {share(mask, ~kids)} |" for name, mask in rows), "",
              f"Goal: at least 95% of the images with children at no more than 20% of the others. "
              f"{'Reached' if combined[kids].mean() >= 0.95 and combined[~kids].mean() <= 0.2 else 'Not reached'}. "
              f"Even a threshold chosen on the test images themselves for 95% recall ({oracle:.3f}) would withhold "
-             f"{share((score >= oracle) | faces, ~kids)} of the others: the features do not separate the classes "
-             "that well (global EfficientNet-Lite0 features of the whole photo; a child far away or seen from behind "
-             "is a few pixels of it, and the judge counts a caption's \"girl\" for young women too).",
+             f"{share((score >= oracle) | faces, ~kids)} of the others.", "",
+             "Why the goal is out of reach honestly here: the classifier learns from one caption per training image "
+             "(plus expert matches), while the judge reads five; a training image whose one caption says \"a man\" "
+             "or \"people\" is a negative even when a child is in it, and the judge counts a child mentioned by one "
+             "caption in five (a teenager on a bike ramp, \"a guy and a girl\" jumping) or a caption's \"girls\" "
+             "for young women in uniforms. So the out-of-fold figures on the training images cannot rise much (ROC "
+             "AUC about 0.91 for every variant below), the threshold that keeps 95% of the training positives keeps "
+             "fewer of the judge's positives, and with 44 positives one image is 2.3 points of recall. Crops of the "
+             "photo help on the test images (ROC AUC 0.884 -> about 0.91) but not to 95% / 20%: the test columns "
+             "below also show how much one choice or another moves 100 judged images.",
+             "", "Alternatives measured (training: out-of-fold ROC AUC and share of the other images withheld at "
+             "95% recall with faces, mean of 3 fold seeds; test: children and other images withheld at that "
+             "threshold; logistic regression at C 0.001 throughout, whereas the training command's grid picked C "
+             "0.003 for the shipped model above; the recipe was chosen by the training columns, and 2x2 crops also "
+             "led at C 0.0003 and 0.003 over 5 fold seeds):", "",
+             "| features / model | train OOF AUC | train OOF others withheld | test ROC AUC | "
+             "test: children, others withheld |", "|---|---:|---:|---:|---:|",
+             *ALTERNATIVES,
              *sweep, "",
-             f"The filter checked the 100 test photos end to end (both feature sizes, face detection at 1000 px) in "
-             f"{seconds:.0f} s here ({len(names) / seconds:.1f} images/s; face ages came from the work folder's cache "
-             "when present)."]
+             (f"The filter checked the 100 test photos end to end (whole photo at {list(model.sizes)} px"
+              + (f", {model.grid}x{model.grid} crops" if model.grid > 1 else "")
+              + f", face detection at 1000 px) in {seconds:.0f} s here ({len(names) / seconds:.2f} images/s)"
+              + ("; classifier scores and face ages partly came from the work folder's caches." if cached else
+                 "; face ages came from the work folder's cache when present."))]
     return lines
 
 
@@ -240,7 +280,8 @@ def throughput_section(data: Path, work: Path) -> list[str]:
                             ("faces off (`use_faces = false`)", ImageModerationSettings(use_faces=False))):
         counts = screen_images(data / "test_images", work / f"screen_{settings.use_faces}.csv", settings)
         lines.append(f"| {label} | {counts['seconds']:.0f} | {counts['images_per_second']:.2f} |")
-    lines += ["", "Per photo the screen runs EfficientNet-Lite0 at 224 and 384 px (minors classifier), open_nsfw "
+    lines += ["", "Per photo the screen runs EfficientNet-Lite0 at 224 and 384 px and on 4 crops at 224 px (minors "
+              "classifier), open_nsfw "
               "(ResNet-50 at 224 px) and, with faces on, dlib's face detector on the photo upscaled to 1000 px and "
               "the age model per face."]
     return lines

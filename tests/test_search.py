@@ -139,6 +139,34 @@ def test_search_withholds_what_the_minors_classifier_flags_and_never_returns_it(
     assert (work / "features" / "legal" / "minors_scores.json").is_file()
 
 
+def test_mmstack_search_command_never_lists_a_withheld_image(trained, tmp_path, monkeypatch):
+    """End to end through the CLI: the image the minors classifier flags is withheld and absent from the printed
+    ranking, whatever the query, even with --top larger than the folder; the others are all listed."""
+    from mmstack import search as search_module
+    from mmstack.moderation_images import minors
+
+    root, work, _ = trained
+    folder = tmp_path / "imgs"
+    shutil.copytree(root / "test_images", folder)
+    Image.new("RGB", (200, 90), (230, 150, 40)).save(folder / "3000_orange.jpg", "JPEG")
+    model = _model_flagging(folder, "3000_orange.jpg")
+    monkeypatch.setattr(minors.MinorsModel, "load", classmethod(lambda cls, path=None: model))
+    # no face anywhere (the real detector is slow and finds none in drawings): the classifier alone withholds
+    monkeypatch.setattr(search_module, "MinorFilter", lambda **kw: MinorFilter(estimator=lambda image: [],
+                                                                                 upscale_to=None, progress=False))
+    others = sorted(f.name for f in folder.iterdir() if f.name != "3000_orange.jpg")
+    for query in ("an orange rectangle", "a red square"):
+        args = ["search", str(ROOT / "configs" / "relevance.toml"), query, "--images", str(folder), "--input",
+                str(root), "--workdir", str(work), "--top", "10", "--sheet", str(tmp_path / "sheet.png")]
+        for o in OVERRIDES:
+            args += ["--set", o]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "3000_orange" not in result.output and all(name in result.output for name in others)
+        assert "withheld by the legal filter (minors classifier or a face estimated under age): 1 image(s)" \
+            in result.output
+
+
 def test_the_search_filter_is_the_shipped_classifier_with_the_config_threshold():
     from mmstack.moderation_images.minors import MinorsModel
     from mmstack.search import legal_filter

@@ -1,7 +1,9 @@
 """The minors classifier ("shows a child") and the combined filter shared by search and the batch screen.
 
 The classifier is a logistic regression on EfficientNet-Lite0 pooled features of the whole photo at one or more
-input sizes (the sizes are in the model file), standardised; it is trained by :mod:`.minors_training` on the
+input sizes and, optionally, of a grid of overlapping crops (each crop at 224 px, their features max- and
+mean-pooled over the crops, so a child that is a few pixels of the whole photo fills more of a crop); the feature
+recipe is in the model file. Features are standardised; it is trained by :mod:`.minors_training` on the
 Flickr8k training images labelled by their captions (:func:`caption_shows_minors`) and shipped as a small
 ``.npz`` file inside the package (:data:`MODEL_FILE`), so it scores offline without Flickr8k.
 
@@ -32,8 +34,12 @@ from ..store import atomic_path
 log = logging.getLogger(__name__)
 
 MODEL_FILE = Path(__file__).with_name("minors_model.npz")
-_FORMAT = 1
-_CACHE_FORMAT = 1
+_FORMAT = 2
+EMBED_DIM = 1280  # EfficientNet-Lite0 pooled features
+CROP_SIZE = 224
+_CACHE_FORMAT = 2
+EMBED_DIM = 1280  # EfficientNet-Lite0 pooled features
+CROP_SIZE = 224
 
 
 def caption_shows_minors(text: str) -> bool:
@@ -47,8 +53,10 @@ class MinorsModel:
     """Standardised features -> logistic probability that a photo shows a child.
 
     ``sizes``: EfficientNet-Lite0 input sides whose pooled features are concatenated, in order; ``flip``: also
-    score the mirrored photo and average the features. ``threshold`` is for use with the face check (OR),
-    ``threshold_alone`` for the classifier without it; ``meta`` says how it was trained and measured.
+    score the mirrored photo and average the features; ``grid``: when > 1, a grid x grid of overlapping crops,
+    each ``crop_frac`` of the photo's width and height, adds the max and the mean over crops of their pooled
+    features (at 224 px). ``threshold`` is for use with the face check (OR), ``threshold_alone`` for the
+    classifier without it; ``meta`` says how it was trained and measured.
     """
 
     sizes: tuple[int, ...]
@@ -60,10 +68,16 @@ class MinorsModel:
     threshold: float
     threshold_alone: float
     meta: dict[str, Any] = field(default_factory=dict)
+    grid: int = 0
+    crop_frac: float = 0.5
 
     @property
     def n_features(self) -> int:
         return len(self.coef)
+
+    @property
+    def recipe(self) -> "FeatureRecipe":
+        return FeatureRecipe(self.sizes, self.flip, self.grid, self.crop_frac)
 
     def probability(self, features: np.ndarray) -> np.ndarray:
         """P(shows a child) per row of ``features`` (n, n_features)."""
@@ -79,12 +93,13 @@ class MinorsModel:
         h = hashlib.sha256()
         for part in (self.mean, self.scale, self.coef, np.array([self.intercept])):
             h.update(np.ascontiguousarray(part, np.float64).tobytes())
-        h.update(json.dumps([list(self.sizes), self.flip]).encode())
+        h.update(json.dumps([list(self.sizes), self.flip, self.grid, self.crop_frac]).encode())
         return h.hexdigest()[:16]
 
     def save(self, path: Path) -> Path:
         """Write the model as a ``.npz`` of float32 arrays and a JSON header (atomically)."""
-        header = {"format": _FORMAT, "sizes": list(self.sizes), "flip": self.flip, "intercept": self.intercept,
+        header = {"format": _FORMAT, "sizes": list(self.sizes), "flip": self.flip, "grid": self.grid,
+                  "crop_frac": self.crop_frac, "intercept": self.intercept,
                   "threshold": self.threshold, "threshold_alone": self.threshold_alone, "meta": self.meta}
         path = Path(path)
         with atomic_path(path) as tmp:
@@ -101,27 +116,67 @@ class MinorsModel:
             with np.load(path, allow_pickle=False) as z:
                 header = json.loads(str(z["header"]))
                 arrays = {k: z[k].astype(np.float64) for k in ("mean", "scale", "coef")}
-            if header.get("format") != _FORMAT:
+            if header.get("format") not in (1, _FORMAT):  # format 1: whole-photo features only
                 raise ValueError(f"format {header.get('format')!r}, expected {_FORMAT}")
             model = cls(tuple(int(s) for s in header["sizes"]), bool(header["flip"]), arrays["mean"],
                         arrays["scale"], arrays["coef"], float(header["intercept"]), float(header["threshold"]),
-                        float(header["threshold_alone"]), dict(header.get("meta", {})))
+                        float(header["threshold_alone"]), dict(header.get("meta", {})), int(header.get("grid", 0)),
+                        float(header.get("crop_frac", 0.5)))
+            model.recipe.check()
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise MmstackError(f"minors model {path}: cannot be read ({type(exc).__name__}: {exc})") from None
-        if not (len(model.mean) == len(model.scale) == len(model.coef) == 1280 * len(model.sizes)):
-            raise MmstackError(f"minors model {path}: arrays do not match its sizes {model.sizes}")
+        if not (len(model.mean) == len(model.scale) == len(model.coef) == model.recipe.n_features):
+            raise MmstackError(f"minors model {path}: arrays do not match its features ({model.recipe.describe()})")
         return model
 
 
-class ImageFeatures:
-    """EfficientNet-Lite0 pooled features of decoded RGB images at the model's sizes (encoders load lazily)."""
+@dataclass(frozen=True)
+class FeatureRecipe:
+    """Which EfficientNet-Lite0 features the classifier reads (see :class:`MinorsModel`), and their layout:
+    pooled features per whole-photo size, then (when ``grid`` > 1) the max and the mean over the crops."""
 
-    def __init__(self, sizes: Sequence[int], flip: bool = False, num_threads: int = 1, batch_size: int = 16):
-        self.sizes = tuple(sizes)
+    sizes: tuple[int, ...]
+    flip: bool = False
+    grid: int = 0
+    crop_frac: float = 0.5
+
+    @property
+    def n_features(self) -> int:
+        return EMBED_DIM * (len(self.sizes) + (2 if self.grid > 1 else 0))
+
+    def check(self) -> None:
+        if not self.sizes or any(s < 32 for s in self.sizes) or self.grid < 0 or not 0 < self.crop_frac <= 1:
+            raise ValueError(f"bad feature recipe: {self}")
+
+    def describe(self) -> str:
+        crops = (f", {self.grid}x{self.grid} crops of {self.crop_frac:g} of the side at {CROP_SIZE} px (max and "
+                 "mean over crops)" if self.grid > 1 else "")
+        return f"EfficientNet-Lite0 pooled, whole photo at {list(self.sizes)} px{crops}, flip {self.flip}"
+
+    def crop_boxes(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """The grid's overlapping crops, row by row: corners spread evenly from the top left to the bottom right."""
+        w, h = width * self.crop_frac, height * self.crop_frac
+        steps = [k / (self.grid - 1) for k in range(self.grid)]
+        return [(round((width - w) * c), round((height - h) * r), round((width - w) * c + w),
+                 round((height - h) * r + h)) for r in steps for c in steps]
+
+
+class ImageFeatures:
+    """The classifier's features of decoded RGB images, per :class:`FeatureRecipe` (encoders load lazily)."""
+
+    def __init__(self, sizes: Sequence[int], flip: bool = False, num_threads: int = 1, batch_size: int = 16,
+                 grid: int = 0, crop_frac: float = 0.5):
+        self.recipe = FeatureRecipe(tuple(sizes), flip, grid, crop_frac)
+        self.sizes = self.recipe.sizes
         self.flip = flip
         self.num_threads = num_threads
         self.batch_size = batch_size
         self._encoders: dict[int, Any] = {}
+
+    @classmethod
+    def for_model(cls, model: "MinorsModel", num_threads: int = 1, batch_size: int = 16) -> "ImageFeatures":
+        r = model.recipe
+        return cls(r.sizes, r.flip, num_threads, batch_size, r.grid, r.crop_frac)
 
     def _encoder(self, size: int):
         if size not in self._encoders:
@@ -130,17 +185,26 @@ class ImageFeatures:
             self._encoders[size] = EfficientNetLite0Encoder(size, num_threads=self.num_threads or None)
         return self._encoders[size]
 
+    def _pooled(self, images: list[Image.Image], size: int) -> np.ndarray:
+        return self._encoder(size).encode(images, self.batch_size)[0].astype(np.float64)
+
+    def _features(self, images: list[Image.Image]) -> np.ndarray:
+        blocks = [self._pooled(images, size) for size in self.sizes]
+        if self.recipe.grid > 1:
+            crops = [im.crop(box) for im in images for box in self.recipe.crop_boxes(*im.size)]
+            per_crop = self._pooled(crops, CROP_SIZE).reshape(len(images), -1, EMBED_DIM)
+            blocks += [per_crop.max(axis=1), per_crop.mean(axis=1)]
+        return np.hstack(blocks)
+
     def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(n, 1280 * len(sizes)) float64: per size the pooled features (averaged with the mirror if ``flip``)."""
-        blocks = []
-        for size in self.sizes:
-            encoder = self._encoder(size)
-            pooled = encoder.encode(list(images), self.batch_size)[0].astype(np.float64)
-            if self.flip:
-                mirrored = [ImageOps.mirror(im) for im in images]
-                pooled = (pooled + encoder.encode(mirrored, self.batch_size)[0]) / 2
-            blocks.append(pooled)
-        return np.hstack(blocks) if blocks else np.zeros((len(images), 0))
+        """(n, recipe.n_features) float64 (averaged with the mirrored photos' features if ``flip``)."""
+        images = list(images)
+        if not images:
+            return np.zeros((0, self.recipe.n_features))
+        features = self._features(images)
+        if self.flip:
+            features = (features + self._features([ImageOps.mirror(im) for im in images])) / 2
+        return features
 
 
 @dataclass(frozen=True)
@@ -176,7 +240,7 @@ class ChildFilter:
         self.threshold = float(default if threshold is None else threshold)
         self.limits = limits or ImageLimits()
         self.progress = progress
-        self.features = ImageFeatures(self.model.sizes, self.model.flip, num_threads, batch_size)
+        self.features = ImageFeatures.for_model(self.model, num_threads, batch_size)
 
     @property
     def face_threshold(self) -> float:

@@ -2,15 +2,17 @@
 
     python -m mmstack.moderation_images.minors_training --data ../shared/data/flickr8k \
         [--work /tmp/mmstack-bench/moderation_images] [--out mmstack/moderation_images/minors_model.npz]
+        [--sizes 224 384] [--grid 2] [--crop-frac 0.6]
 
 Labels: a training image is positive when its own caption (the query whose query_id names it), or a caption of
 another image that the experts rated as describing it (mean score >= 3 of 4), mentions children
 (:func:`.minors.caption_shows_minors`). Images without any caption are not used. The test part is never read.
 
-Model: standardised EfficientNet-Lite0 pooled features -> L2 logistic regression. The penalty C is picked from a
-small grid by out-of-fold (stratified 5-fold, seeded) false-positive rate at the target recall; the thresholds
-are the out-of-fold scores that keep ``recall`` of the positives withheld, for the classifier alone and OR-ed
-with the face-age check (ages from :class:`mmstack.legal.MinorFilter`, cached in the work folder).
+Model: standardised EfficientNet-Lite0 pooled features (whole photo at ``--sizes``, and max / mean over a
+``--grid`` of overlapping crops: :class:`.minors.FeatureRecipe`) -> L2 logistic regression. The penalty C is
+picked from a small grid by out-of-fold (stratified 5-fold, seeded) false-positive rate at the target recall; the
+thresholds are the out-of-fold scores that keep ``recall`` of the positives withheld, for the classifier alone and
+OR-ed with the face-age check (ages from :class:`mmstack.legal.MinorFilter`, cached in the work folder).
 """
 from __future__ import annotations
 
@@ -31,11 +33,11 @@ from sklearn.model_selection import StratifiedKFold
 from ..data.images import ImageLimits, decode_image, read_regular_file
 from ..errors import InputError
 from ..store import atomic_path
-from .minors import MODEL_FILE, ImageFeatures, MinorsModel, caption_shows_minors
+from .minors import MODEL_FILE, FeatureRecipe, ImageFeatures, MinorsModel, caption_shows_minors
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIZES = (224, 384)
+DEFAULT_RECIPE = FeatureRecipe((224, 384), flip=False, grid=2, crop_frac=0.6)
 C_GRID = (0.0003, 0.001, 0.003)
 EXPERT_MATCH = 3.0  # mean expert score (1..4) from which another image's caption counts as describing this one
 
@@ -68,10 +70,11 @@ def read_images(folder: Path, names: list[str], limits: ImageLimits):
         yield name, None if decoded is None else decoded.image
 
 
-def cached_features(folder: Path, names: list[str], work: Path, sizes: tuple[int, ...], flip: bool,
+def cached_features(folder: Path, names: list[str], work: Path, recipe: FeatureRecipe,
                     num_threads: int = 1, batch_size: int = 16) -> np.ndarray:
     """Classifier features of ``names`` (rows in that order), cached per image name in ``work``."""
-    path = work / f"features_{'_'.join(map(str, sizes))}{'_flip' if flip else ''}.npz"
+    crops = f"_grid{recipe.grid}x{recipe.crop_frac:g}" if recipe.grid > 1 else ""
+    path = work / f"features_{'_'.join(map(str, recipe.sizes))}{'_flip' if recipe.flip else ''}{crops}.npz"
     cache: dict[str, np.ndarray] = {}
     if path.is_file():
         with np.load(path) as z:
@@ -80,7 +83,7 @@ def cached_features(folder: Path, names: list[str], work: Path, sizes: tuple[int
     if todo:
         from tqdm.auto import tqdm
 
-        extract = ImageFeatures(sizes, flip, num_threads, batch_size)
+        extract = ImageFeatures(recipe.sizes, recipe.flip, num_threads, batch_size, recipe.grid, recipe.crop_frac)
         batch: list = []
         for name, image in tqdm(read_images(folder, todo, ImageLimits()), total=len(todo),
                                 desc=f"minors features {folder.name}", unit="img"):
@@ -138,7 +141,7 @@ def _logistic(X: np.ndarray, y: np.ndarray, C: float, seed: int) -> tuple[np.nda
     return mean, scale, fitted.coef_[0], float(fitted.intercept_[0])
 
 
-def fit_minors_model(X: np.ndarray, y: np.ndarray, sizes: tuple[int, ...], flip: bool = False,
+def fit_minors_model(X: np.ndarray, y: np.ndarray, recipe: FeatureRecipe,
                      face_young: np.ndarray | None = None, recall: float = 0.95, seed: int = 0,
                      grid: tuple[float, ...] = C_GRID, n_folds: int = 5) -> Fitted:
     """Pick C by out-of-fold FPR at ``recall``, fit on all rows, set both thresholds from the OOF scores."""
@@ -162,29 +165,30 @@ def fit_minors_model(X: np.ndarray, y: np.ndarray, sizes: tuple[int, ...], flip:
     best = min(grid, key=lambda c: (results[c]["fpr"], -results[c]["auc"]))
     oof = results[best]["oof"]
     mean, scale, coef, intercept = _logistic(X, y, best, seed)
-    model = MinorsModel(tuple(sizes), flip, mean, scale, coef, intercept,
+    model = MinorsModel(recipe.sizes, recipe.flip, mean, scale, coef, intercept,
                         threshold=recall_threshold(oof, y, recall, face_young),
-                        threshold_alone=recall_threshold(oof, y, recall))
+                        threshold_alone=recall_threshold(oof, y, recall), grid=recipe.grid,
+                        crop_frac=recipe.crop_frac)
     summary = {c: {"oof_auc": r["auc"], "oof_fpr_with_faces": r["fpr"]} for c, r in results.items()}
     return Fitted(model, oof, best, summary)
 
 
-def train_from_flickr(data_dir: Path, work: Path, sizes: tuple[int, ...] = DEFAULT_SIZES, flip: bool = False,
+def train_from_flickr(data_dir: Path, work: Path, recipe: FeatureRecipe = DEFAULT_RECIPE,
                       recall: float = 0.95, seed: int = 0,
                       progress: Callable[[str], None] = log.info) -> Fitted:
     """The shipped model: features and face ages of the Flickr8k training images, caption labels, fit."""
     labels = train_labels(data_dir)
     names = labels.index.tolist()
     folder = data_dir / "train_images"
-    X = cached_features(folder, names, work, sizes, flip)
+    X = cached_features(folder, names, work, recipe)
     young = np.array([any(a < 25 for a in ages) for ages in cached_face_ages(folder, names, work)])
-    fitted = fit_minors_model(X, labels.to_numpy(bool), sizes, flip, young, recall, seed)
+    fitted = fit_minors_model(X, labels.to_numpy(bool), recipe, young, recall, seed)
     y = labels.to_numpy(bool)
     oof = fitted.oof
     with_faces = (oof >= fitted.model.threshold) | young
     meta = {"trained_on": f"Flickr8k train_images: {len(y)} images with a caption, {int(y.sum())} positive",
             "labels": "own caption or an expert-matched caption (mean >= 3) mentions children",
-            "features": f"EfficientNet-Lite0 pooled, sizes {list(sizes)}, flip {flip}",
+            "features": recipe.describe(),
             "C": fitted.C, "target_recall": recall, "oof_auc": float(roc_auc_score(y, oof)),
             "oof_recall_with_faces": float(with_faces[y].mean()),
             "oof_fpr_with_faces": float(with_faces[~y].mean()),
@@ -201,12 +205,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mmstack-bench/moderation_images"))
     parser.add_argument("--out", type=Path, default=MODEL_FILE)
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_RECIPE.sizes))
     parser.add_argument("--flip", action="store_true")
+    parser.add_argument("--grid", type=int, default=DEFAULT_RECIPE.grid, help="crops per side (0: whole photo only)")
+    parser.add_argument("--crop-frac", type=float, default=DEFAULT_RECIPE.crop_frac)
     parser.add_argument("--recall", type=float, default=0.95)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    fitted = train_from_flickr(args.data, args.work, tuple(args.sizes), args.flip, args.recall)
+    recipe = FeatureRecipe(tuple(args.sizes), args.flip, args.grid, args.crop_frac)
+    recipe.check()
+    fitted = train_from_flickr(args.data, args.work, recipe, args.recall)
     fitted.model.save(args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes)")
 

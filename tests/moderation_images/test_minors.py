@@ -14,9 +14,10 @@ from PIL import Image
 
 from mmstack.errors import ConfigError, MmstackError
 from mmstack.legal import MinorFilter
-from mmstack.moderation_images.minors import (MODEL_FILE, ChildFilter, ImageFeatures, MinorsModel,
-                                              caption_shows_minors)
-from mmstack.moderation_images.minors_training import fit_minors_model, recall_threshold, train_labels
+from mmstack.moderation_images.minors import (EMBED_DIM, MODEL_FILE, ChildFilter, FeatureRecipe, ImageFeatures,
+                                              MinorsModel, caption_shows_minors)
+from mmstack.moderation_images.minors_training import (DEFAULT_RECIPE, fit_minors_model, recall_threshold,
+                                                       train_labels)
 
 from ..conftest import ROOT
 
@@ -31,12 +32,14 @@ def test_shipped_model_file_is_small_loads_offline_in_a_fresh_process_and_scores
     assert MODEL_FILE.is_file() and MODEL_FILE.stat().st_size < 200_000
     code = ("import numpy as np; from mmstack.moderation_images.minors import MinorsModel; m = MinorsModel.load(); "
             "p = m.probability(np.zeros((2, m.n_features)) + m.mean); "
-            "print(m.sizes, m.n_features, round(float(p[0]), 6), 0 < m.threshold < 1, m.meta['target_recall'])")
+            "print(m.n_features, round(float(p[0]), 6), 0 < m.threshold < 1, m.meta['target_recall'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
     n, p, ok, recall = out.stdout.split()[-4:]
     model = MinorsModel.load()
-    assert int(n) == 1280 * len(model.sizes) and ok == "True" and float(recall) == 0.95
+    assert int(n) == model.recipe.n_features == EMBED_DIM * (len(model.sizes) + 2)
+    assert model.recipe == DEFAULT_RECIPE, "the shipped file is what the training command's defaults make"
+    assert ok == "True" and float(recall) == 0.95
     # at the training mean the score is the intercept's probability
     assert float(p) == pytest.approx(1 / (1 + np.exp(-model.intercept)), abs=1e-6)
     assert model.meta["oof_auc"] > 0.8 and "Flickr8k" in model.meta["trained_on"]
@@ -58,6 +61,57 @@ def test_model_save_load_round_trip_and_a_broken_file_is_one_clear_error(tmp_pat
         MinorsModel.load(tmp_path / "bad.npz")
 
 
+def test_model_with_crops_round_trips_and_an_old_whole_photo_file_still_loads(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 3 * EMBED_DIM  # one size + crop max + crop mean
+    model = MinorsModel((224,), False, rng.normal(size=n), rng.uniform(0.5, 2, n), rng.normal(size=n), 0.1, 0.3,
+                        0.4, {}, grid=2, crop_frac=0.6)
+    back = MinorsModel.load(model.save(tmp_path / "crops.npz"))
+    assert (back.grid, back.crop_frac, back.n_features) == (2, 0.6, n)
+    assert back.version != MinorsModel(**{**back.__dict__, "grid": 3}).version, "the recipe is part of the version"
+    whole = MinorsModel((224,), False, *rng.normal(size=(3, EMBED_DIM)), 0.0, 0.5, 0.5)
+    path = whole.save(tmp_path / "v1.npz")
+    with np.load(path) as z:  # rewrite as a format-1 file: no grid in the header
+        header = json.loads(str(z["header"]))
+        arrays = {k: z[k] for k in ("mean", "scale", "coef")}
+    header = {k: v for k, v in header.items() if k not in ("grid", "crop_frac")} | {"format": 1}
+    np.savez(path, **arrays, header=np.array(json.dumps(header)))
+    assert MinorsModel.load(path).recipe == FeatureRecipe((224,), False, 0, 0.5)
+    header["format"] = 7
+    np.savez(path, **arrays, header=np.array(json.dumps(header)))
+    with pytest.raises(MmstackError, match="cannot be read.*format 7"):
+        MinorsModel.load(path)
+    # arrays that do not match the recipe: one clear error
+    MinorsModel((224,), False, *rng.normal(size=(3, EMBED_DIM)), 0.0, 0.5, 0.5, grid=3).save(tmp_path / "odd.npz")
+    with pytest.raises(MmstackError, match="do not match its features"):
+        MinorsModel.load(tmp_path / "odd.npz")
+
+
+def test_crop_grid_covers_the_photo_corner_to_corner_with_overlap():
+    boxes = FeatureRecipe((224,), grid=3, crop_frac=0.5).crop_boxes(500, 375)
+    assert len(boxes) == 9 and boxes[0] == (0, 0, 250, 188) and boxes[-1] == (250, 188, 500, 375)
+    assert boxes[1] == (125, 0, 375, 188) and boxes[3] == (0, 94, 250, 281)  # half-overlapping neighbours
+    assert FeatureRecipe((224,), grid=2, crop_frac=0.6).crop_boxes(100, 50) == [
+        (0, 0, 60, 30), (40, 0, 100, 30), (0, 20, 60, 50), (40, 20, 100, 50)]
+
+
+def test_crop_features_are_the_max_and_mean_of_each_crops_features():
+    """A small warm patch in one corner: the crop holding it sees it at 4x the pixels of the whole photo."""
+    photo = Image.new("RGB", (200, 150), (40, 90, 200))
+    photo.paste((240, 170, 60), (4, 4, 30, 24))
+    recipe = FeatureRecipe((224,), grid=2, crop_frac=0.5)
+    got = ImageFeatures((224,), grid=2, crop_frac=0.5)([photo])
+    assert got.shape == (1, recipe.n_features) == (1, 3 * EMBED_DIM)
+    whole = ImageFeatures((224,))([photo])
+    crops = ImageFeatures((224,))([photo.crop(b) for b in recipe.crop_boxes(200, 150)])
+    assert np.allclose(got[0, :EMBED_DIM], whole[0], atol=1e-5)
+    assert np.allclose(got[0, EMBED_DIM:2 * EMBED_DIM], crops.max(axis=0), atol=1e-5)
+    assert np.allclose(got[0, 2 * EMBED_DIM:], crops.mean(axis=0), atol=1e-5)
+    # the corner crop's features differ from the other crops' (it holds the patch), so max != mean
+    assert np.abs(crops[0] - crops[3]).max() > 0.1
+    assert (got[0, EMBED_DIM:2 * EMBED_DIM] >= got[0, 2 * EMBED_DIM:] - 1e-6).all()
+
+
 def test_recall_threshold_keeps_the_share_of_positives_counting_those_already_withheld():
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1, 0.2])
     positive = np.array([True, True, True, True, False, True, False])
@@ -74,7 +128,7 @@ def test_training_on_synthetic_features_reaches_the_target_recall_out_of_fold():
     y = rng.random(n) < 0.3
     X = rng.normal(size=(n, 1280))
     X[:, :20] += 1.0 * y[:, None]  # a direction that tells children apart, plus noise
-    fitted = fit_minors_model(X, y, (224,), recall=0.95)
+    fitted = fit_minors_model(X, y, FeatureRecipe((224,)), recall=0.95)
     model = fitted.model
     assert fitted.C in (0.0003, 0.001, 0.003) and model.threshold == model.threshold_alone
     assert (fitted.oof[y] >= model.threshold).mean() >= 0.95
