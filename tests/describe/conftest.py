@@ -26,7 +26,7 @@ def generated():
 @pytest.fixture(scope="session")
 def describer(tmp_path_factory):
     """The service with the shipped models and thresholds, except the minors classifier's: the generated photos
-    (flat shapes on a coloured background) are outside its domain, and at its recall-tuned threshold (0.19, with
+    (flat shapes on a coloured background) are outside its domain, and at its recall-tuned threshold (configs/moderation_images.toml, with
     the face check) it withholds about a fifth of them. The seed cases test the description path, so here it
     flags only at 0.7; test_minors_verdict_rejects checks that its flag rejects a listing."""
     from mmstack.describe.pipeline import IMAGES_CONFIG, Describer, load_settings
