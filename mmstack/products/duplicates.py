@@ -4,9 +4,10 @@ Within a pool of listings, candidate pairs come from three sources: the ``k`` ne
 embedding in an approximate nearest-neighbour index (:mod:`mmstack.ann`), the ``k`` nearest titles by TF-IDF
 cosine (word and character n-grams), and images whose 64-bit perceptual hashes are within ``max_hamming`` bits.
 Each candidate pair gets similarity features (cosines, ranks both ways, the gap to each side's best neighbour,
-hash distance, agreement of the numbers in the titles), and a small pair classifier (gradient-boosted trees)
-learned on labelled groups scores it. A listing's matches are itself plus the candidates whose score clears a
-threshold, most similar first.
+hash distance, agreement of the numbers in the titles, shared neighbours, cosines after query expansion), and a
+small pair classifier (LightGBM) learned on labelled groups scores it. A listing's matches are itself plus the
+candidates whose score clears a threshold, most similar first; a listing left alone keeps its best candidate
+when that clears a lower floor (both tuned on a labelled pool).
 
 Evaluation (:func:`cross_validate`) is GroupKFold by group over the labelled rows: each validation fold is a pool
 searched on its own, its classifier is learned on the pools of the other folds and its threshold on one of them
