@@ -211,7 +211,9 @@ def fit_fold_saved(model: Level1Model, inputs: ModelInput, data: TargetData, X_t
     X_valid = inputs.rows(inputs.train_ids[va])
     fitted = model.fit_fold(inputs.training_rows(k, tr), y[tr], X_valid, y[va], inputs.categorical)
     valid_pred = target.finish(model.predict(fitted, X_valid))
-    test_pred = target.finish(model.predict(fitted, X_test))
+    # every row labelled (nothing to predict): LightGBM and others refuse an empty frame
+    test_pred = (target.finish(model.predict(fitted, X_test)) if len(inputs.test_ids)
+                 else np.zeros((0, target.n_outputs)))
     if not (np.isfinite(valid_pred).all() and np.isfinite(test_pred).all()):
         raise ModelError(f"{model.key} fold {k + 1}/{folds.n_folds}: predictions are not finite (NaN); "
                          "nothing stored for it (check the inputs, or lower the learning rate)")

@@ -266,7 +266,7 @@ def _train(net: FusionNet, image: np.ndarray, text: np.ndarray, params: dict[str
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                total, steps = total + float(loss), steps + 1
+                total, steps = total + float(loss.detach()), steps + 1
             scheduler.step()
             history.append(total / max(1, steps))
         net.eval()

@@ -108,6 +108,17 @@ def test_corrupt_missing_and_oversized_images_are_counted_not_raised(catalogue_d
     assert small.open_image(0) is None and small.problems["too_large"] == 1
 
 
+def test_image_problems_are_reported_as_counted_warnings(catalogue_dir, caplog):
+    cat = load_catalogue(catalogue_dir)
+    assert cat.open_image(3) is None  # the corrupt file reads as "no image"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mmstack.data.products"):
+        cat.report()
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "products: 1 image reads failed: missing or not a decodable image (treated as no image)" in lines
+    assert len(lines) == sum(1 for v in cat.problems.values() if v)
+
+
 def test_decode_image_checks_pixel_and_byte_limits():
     data = _image_bytes(RED, size=(40, 30))
     assert decode_image(data, max_pixels=1200, max_bytes=10_000).size == (40, 30)

@@ -54,3 +54,20 @@ def test_cross_validated_matching_finds_the_groups_and_beats_chance():
     assert shuffled.metrics["score"] < m["score"] - 0.2
     matches = dup.match_pool(inputs, rows[:30], result, {"candidates": 10})
     assert [ms[0] for ms in matches] == list(range(30))  # each listing first in its own list
+
+
+def test_threshold_scores_match_the_listwise_score_and_the_floor_helps_only_lonely_listings():
+    inputs, groups = _pool(80, seed=3)
+    c = dup.candidates(inputs, np.arange(len(groups)), {**dup.DEFAULTS, "candidates": 8})
+    scores = dup.pair_scores(None, c, "embedding")
+    grid = np.array([0.2, 0.5, 0.8])
+    vectorised = dup.threshold_scores(c, scores, groups, grid)
+    by_hand = [dup.shopee_score(dup.match_lists(c, scores, len(groups), t), groups) for t in grid]
+    assert np.allclose(vectorised, by_hand)
+    t = 0.99  # almost nothing clears it: the floor's best candidate rescues listings that have a twin
+    floor = dup.best_floor(c, scores, groups, t)
+    assert np.isfinite(floor)
+    with_floor = dup.shopee_score(dup.match_lists(c, scores, len(groups), t, floor), groups)
+    assert with_floor > dup.shopee_score(dup.match_lists(c, scores, len(groups), t), groups) + 0.05
+    single = dup.match_lists(c, scores, len(groups), t, floor)
+    assert all(len(m) <= 2 or (scores[(c.i == m[0])] >= t).sum() == len(m) - 1 for m in single)

@@ -203,3 +203,28 @@ def test_a_catalogue_with_groups_only_gets_duplicates(tmp_path, catalogue):
     dup = pd.read_csv(out / "duplicates.csv", dtype=str)
     assert set(dup["nm"]) == set(raw["nm"][raw["group"].isna()])
     assert pd.read_csv(out / "predictions.csv").empty
+
+
+def test_full_kit_on_noise_labels_scores_at_chance(tmp_path, catalogue):
+    """Protocol (b), the stacked kit, on shuffled category labels: no level-1 model, block or stacker reads the
+    label of the row it scores, so the out-of-fold figure falls to chance."""
+    import shutil
+
+    from mmstack.config import Config
+    from mmstack.pipeline import run
+
+    raw = pd.read_csv(catalogue / "products.csv", dtype=str).head(260)
+    raw = raw[raw["category"].notna()]  # every row labelled: nothing to predict (as on Myntra) must work too
+    majority = raw["category"].value_counts(normalize=True).max()
+    raw["category"] = np.random.default_rng(1).permutation(raw["category"].to_numpy())
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    raw[["nm", "title", "description", "attributes", "category", "group"]].to_csv(folder / "products.csv",
+                                                                                 index=False)
+    shutil.copytree(catalogue / "images", folder / "images")
+    config = Config.load(ROOT / "configs" / "products.toml",
+                         FAST + ["models.train=['lgb']", "features.product_embed.epochs=3"])
+    out = run(config, folder, tmp_path / "w")
+    kit = json.loads((out / "metrics.json").read_text())["proxy"]["category"]["kit"]
+    assert kit["n"] == len(raw) and kit["accuracy"] < majority + 0.06 and kit["f1_macro"] < 0.15
+    assert pd.read_csv(out / "predictions.csv").empty
