@@ -29,7 +29,7 @@ setup() {
     else
         "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0
     fi
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev,serve]"
     echo "$want" > "$STAMP"
 }
 
@@ -51,7 +51,7 @@ case "${1:-}" in
         shift
         # the Ray cluster tests need the optional extra; ./run.sh itself never does
         if ! "$VENV/bin/python" -c 'import ray' 2>/dev/null; then
-            "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev,ray]" >&2 \
+            "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev,serve,ray]" >&2 \
                 || echo "note: could not install the ray extra; the Ray tests will be skipped" >&2
         fi
         exec "$VENV/bin/python" -m pytest "$@"

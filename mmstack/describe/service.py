@@ -14,7 +14,14 @@ import logging
 import time
 from pathlib import Path
 
-from .validate import MAX_PHOTO_BYTES, MAX_PHOTOS, Problem, ValidationError, validate_listing
+from ..errors import ConfigError
+from .validate import (
+    MAX_PHOTO_BYTES,
+    MAX_PHOTOS,
+    Problem,
+    ValidationError,
+    validate_listing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +88,20 @@ def problems_response(problems: list[Problem], status: int = 422):
                          "problems": [{"field": p.field, "message": p.message} for p in problems]}, status_code=status)
 
 
+def _need_serve_extra() -> None:
+    """The web stack is the optional extra ``serve`` (``./run.sh`` installs it): say so in one line."""
+    try:
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"the description service needs the 'serve' extra ({exc.name} is missing): "
+                          "pip install -e '.[serve]' (./run.sh installs it)") from None
+
+
 def create_app(describer=None, settings=None):
     """The FastAPI app around a :class:`mmstack.describe.pipeline.Describer` (loaded here when not given)."""
+    _need_serve_extra()
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
@@ -150,6 +169,7 @@ def create_app(describer=None, settings=None):
 
 def serve(settings, log_level: str = "info") -> None:
     """Load the models, warm them up, and serve until interrupted."""
+    _need_serve_extra()
     import uvicorn
 
     from .pipeline import Describer
