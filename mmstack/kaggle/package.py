@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import Config, diff_flat
 from ..errors import ConfigError
+from ..size_defaults import apply_size_defaults
 from ..store import Store, read_json, write_json, write_text
 from .inputs import CODE_MARKER, competition_for, table_digests
 from .kernel_script import CODE_FILE, render
@@ -102,12 +103,15 @@ def package(config_path: Path, out: Path, user: str, overrides: list[str] | None
 
     if mode == "predict":  # first: it fails fast when the run or its store is not usable
         run_id, run_dir, record = pick_run(Path(workdir), config.task, run_id)
+        metrics = read_json(run_dir / "metrics.json")
+        sized = metrics.get("size_defaults") or {}
+        if sized.get("rows") is not None:  # the run laid its data size's defaults over the config: do the same
+            apply_size_defaults(config, int(sized["rows"]))
         changes = diff_flat(record.get("config", {}), config.flat())
         if changes:
             raise ConfigError(f"run {run_id} was made with another config than {config_path} "
                               f"{' '.join('--set ' + o for o in config.overrides)}: {'; '.join(changes[:5])}; "
                               "pass the run's --set options (see `mmstack runs`) or pick another --run")
-        metrics = read_json(run_dir / "metrics.json")
         store = Store(workdir)
         data = get_task(config.task).load(input_dir, store, config.get("data") or {})
         if data.fingerprint != metrics["data_fingerprint"]:
