@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import write_section  # noqa: E402
+from record import publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSE_BLOCKS = ["basic", "text_stats", "text_tfidf", "text_embed", "image_stats", "image_embed", "tabular",
@@ -68,9 +68,7 @@ def main() -> None:
         lines.append(f"| {'hidden (after)' if hide else 'shown (before)'} | {base:.5f} | "
                      + " | ".join(f"{deltas[b]:+.5f}" for b in DENSE_BLOCKS) + " |")
     text = "\n".join(lines)
-    print(text)
-    if not args.no_record:
-        write_section("block-ablation", text)
+    publish("block-ablation", text, record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import write_section  # noqa: E402
+from record import publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -382,9 +382,7 @@ def main() -> None:
         load_lines, facts = load_section([l for l in listings if l.photos][:40], args.work, args.load_seconds)
         lines += load_lines
     text = "\n".join(lines)
-    print(text)
-    if not args.no_record:
-        write_section("describe", text)
+    publish("describe", text, record=not args.no_record)
 
 
 if __name__ == "__main__":

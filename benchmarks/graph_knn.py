@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import write_section  # noqa: E402
+from record import publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,9 +98,7 @@ def main() -> None:
             lines.append(f"{name}: seconds ~ rows^{b_exp:.2f}")
     body = ("## Graph k-NN (faiss)\n\n`python benchmarks/graph_knn.py`: 1 faiss thread, clustered random vectors "
             "for the timing.\n\n" + "\n".join(lines))
-    print(body)
-    if args.record:
-        write_section("graph_knn", body)
+    publish("graph_knn", body, record=args.record)
 
 
 if __name__ == "__main__":

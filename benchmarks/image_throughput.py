@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import write_section  # noqa: E402
+from record import publish  # noqa: E402
 
 FULL_IMAGES = 2_011_862
 SIZE = 224
@@ -117,9 +117,7 @@ def main() -> None:
     body = (f"## Image throughput at 224 px\n\n`python benchmarks/image_throughput.py --images {args.images} "
             f"--threads {args.threads}`: {args.images} drawn 640x480 JPEGs read straight from a zip, CPU here. "
             "The 2M-image column is one machine like this one, one image path after another.\n\n" + "\n".join(lines))
-    print(body)
-    if args.record:
-        write_section("image_throughput", body)
+    publish("image_throughput", body, record=args.record)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import write_section  # noqa: E402
+from record import publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OOD_FILE = ROOT / "tests" / "moderation" / "ood_comments.csv"
@@ -264,9 +264,7 @@ def main() -> None:
         f"Benchmark wall time {seconds / 60:.1f} min.",
     ]
     text = "\n".join(body)
-    print(text)
-    if not args.no_record:
-        write_section("moderation", text)
+    publish("moderation", text, record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import write_section  # noqa: E402
+from record import publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -306,9 +306,7 @@ def main() -> None:
             lines += section(args.data, args.work, args.retrain) if name == "minors" else section(args.data,
                                                                                                   args.work)
     text = "\n".join(lines)
-    print(text)
-    if not args.no_record:
-        write_section("moderation_images", text)
+    publish("moderation_images", text, record=not args.no_record)
 
 
 if __name__ == "__main__":

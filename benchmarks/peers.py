@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import write_section  # noqa: E402
+from record import publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTOGLUON = "autogluon.tabular[lightgbm,catboost,xgboost,fastai]==1.6.3"
@@ -204,9 +204,7 @@ def main() -> None:
              "ratio kit/AutoGluon at most 0.97 (RMSE) or 0.94 (MSE), and kit seconds at most AutoGluon's.", "",
              *table(cases)]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_record:
-        write_section("peers", text)
+    publish("peers", text, record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -28,3 +28,10 @@ def write_section(name: str, body: str) -> None:
     tmp = FILE.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(FILE)
+
+
+def publish(name: str, body: str, record: bool = True) -> None:
+    """Print a benchmark's section and, unless told not to, write it into BENCHMARKS.md."""
+    print(body)
+    if record:
+        write_section(name, body)

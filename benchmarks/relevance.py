@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import write_section  # noqa: E402
+from record import publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = [("ResNet50 + all-MiniLM-L6-v2 + MLP", "0.0476", "", "", "", "", ""),
@@ -133,9 +133,7 @@ def main() -> None:
               f"of results; the legal filter withheld {withheld} of the 100 test images, "
               "which can therefore never be returned, even when they are the query's own image.", *filter_lines]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_record:
-        write_section("relevance", text)
+    publish("relevance", text, record=not args.no_record)
 
 
 if __name__ == "__main__":

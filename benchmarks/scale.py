@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import write_section  # noqa: E402
+from record import publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "avito-full.toml"
@@ -264,9 +263,7 @@ def main() -> None:
             "point, peak RSS and output linearly; 4 cores: multi-threaded steps (models, text_embed) 1.8x faster, "
             "the rest unchanged.\n\n" + table(steps, args.rows, args.sets)
             + (f"\n\n{args.note}" if args.note else ""))
-    print(body)
-    if args.record:
-        write_section("scale", body)
+    publish("scale", body, record=args.record)
 
 
 if __name__ == "__main__":
