@@ -119,9 +119,9 @@ def _model_flagging(folder, positive: str):
     return model
 
 
-def test_search_withholds_what_the_minors_classifier_flags_and_never_returns_it(trained, tmp_path, monkeypatch):
-    """The search's default legal filter is the minors classifier OR the face check: with no face found, an image
-    the classifier flags is withheld, for every query, even one that describes it."""
+@pytest.fixture
+def flagged_orange(trained, tmp_path, monkeypatch):
+    """The test images plus an orange drawing that the (monkeypatched) minors classifier flags: (root, work, folder)."""
     from mmstack.moderation_images import minors
 
     root, work, _ = trained
@@ -130,6 +130,13 @@ def test_search_withholds_what_the_minors_classifier_flags_and_never_returns_it(
     Image.new("RGB", (200, 90), (230, 150, 40)).save(folder / "3000_orange.jpg", "JPEG")
     model = _model_flagging(folder, "3000_orange.jpg")
     monkeypatch.setattr(minors.MinorsModel, "load", classmethod(lambda cls, path=None: model))
+    return root, work, folder
+
+
+def test_search_withholds_what_the_minors_classifier_flags_and_never_returns_it(flagged_orange):
+    """The search's default legal filter is the minors classifier OR the face check: with no face found, an image
+    the classifier flags is withheld, for every query, even one that describes it."""
+    root, work, folder = flagged_orange
     faces = MinorFilter(estimator=lambda image: [], upscale_to=None, progress=False)
     for query in ("an orange rectangle", "a red square", "a square on a grey background"):
         result = search(_config(), query, folder, top=10, input_dir=root, workdir=work, minor_filter=faces)
@@ -139,18 +146,12 @@ def test_search_withholds_what_the_minors_classifier_flags_and_never_returns_it(
     assert (work / "features" / "legal" / "minors_scores.json").is_file()
 
 
-def test_mmstack_search_command_never_lists_a_withheld_image(trained, tmp_path, monkeypatch):
+def test_mmstack_search_command_never_lists_a_withheld_image(flagged_orange, tmp_path, monkeypatch):
     """End to end through the CLI: the image the minors classifier flags is withheld and absent from the printed
     ranking, whatever the query, even with --top larger than the folder; the others are all listed."""
     from mmstack import search as search_module
-    from mmstack.moderation_images import minors
 
-    root, work, _ = trained
-    folder = tmp_path / "imgs"
-    shutil.copytree(root / "test_images", folder)
-    Image.new("RGB", (200, 90), (230, 150, 40)).save(folder / "3000_orange.jpg", "JPEG")
-    model = _model_flagging(folder, "3000_orange.jpg")
-    monkeypatch.setattr(minors.MinorsModel, "load", classmethod(lambda cls, path=None: model))
+    root, work, folder = flagged_orange
     # no face anywhere (the real detector is slow and finds none in drawings): the classifier alone withholds
     monkeypatch.setattr(search_module, "MinorFilter", lambda **kw: MinorFilter(estimator=lambda image: [],
                                                                                  upscale_to=None, progress=False))

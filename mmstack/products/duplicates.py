@@ -196,6 +196,19 @@ class Candidates:
     features: pd.DataFrame
 
 
+
+def _neighbour_features(feats: dict, name: str, cos: np.ndarray, ids: np.ndarray, sims: np.ndarray,
+                        i: np.ndarray, j: np.ndarray, n: int, k: int) -> None:
+    """One source's pair features: the pair's cosine, each side's rank of the other among its neighbours, and
+    how far the pair falls short of each side's best neighbour."""
+    table = _rank_lookup(ids, n)
+    best = sims[:, 0] if sims.shape[1] else np.zeros(n, np.float32)
+    feats[f"{name}_cos"] = cos
+    feats[f"{name}_rank"] = _ranks(table, i, j, n, k)
+    feats[f"{name}_rank_back"] = _ranks(table, j, i, n, k)
+    feats[f"{name}_gap"] = best[i] - cos
+    feats[f"{name}_gap_back"] = best[j] - cos
+
 def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any]) -> Candidates:
     """Candidate pairs among the rows ``pool`` (row ids), both directions, with :data:`FEATURES`."""
     k = params["candidates"]
@@ -212,19 +225,9 @@ def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any]
     keys = np.unique(np.concatenate([i * n + j, j * n + i]))
     i, j = keys // n, keys % n
     feats = {}
-    feats["emb_cos"] = np.einsum("ij,ij->i", emb[i], emb[j])
-    e_table, w_table = _rank_lookup(e_ids, n), _rank_lookup(w_ids, n)
-    feats["emb_rank"] = _ranks(e_table, i, j, n, k)
-    feats["emb_rank_back"] = _ranks(e_table, j, i, n, k)
-    e_best = e_sims[:, 0] if e_sims.shape[1] else np.zeros(n, np.float32)
-    feats["emb_gap"] = e_best[i] - feats["emb_cos"]
-    feats["emb_gap_back"] = e_best[j] - feats["emb_cos"]
-    feats["word_cos"] = np.asarray(word[i].multiply(word[j]).sum(axis=1)).ravel()
-    feats["word_rank"] = _ranks(w_table, i, j, n, k)
-    feats["word_rank_back"] = _ranks(w_table, j, i, n, k)
-    w_best = w_sims[:, 0] if w_sims.shape[1] else np.zeros(n, np.float32)
-    feats["word_gap"] = w_best[i] - feats["word_cos"]
-    feats["word_gap_back"] = w_best[j] - feats["word_cos"]
+    _neighbour_features(feats, "emb", np.einsum("ij,ij->i", emb[i], emb[j]), e_ids, e_sims, i, j, n, k)
+    _neighbour_features(feats, "word", np.asarray(word[i].multiply(word[j]).sum(axis=1)).ravel(), w_ids, w_sims,
+                        i, j, n, k)
     feats["char_cos"] = np.asarray(char[i].multiply(char[j]).sum(axis=1)).ravel()
     feats["hamming"] = _min_hamming(phash, i, j)
     has = np.array([len(h) > 0 for h in phash])
