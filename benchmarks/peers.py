@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,51 +101,135 @@ def rmse(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(y, float) - np.asarray(p, float)) ** 2)))
 
 
-def kit_predictions(workdir: Path, id_col: str, ids: pd.Series, value_col: str) -> np.ndarray:
+def mse(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean((np.asarray(y, float) - np.asarray(p, float)) ** 2))
+
+
+def kit_predictions(workdir: Path, keys: list[str], held: pd.DataFrame, value_col: str) -> np.ndarray:
+    """The kit's submission values for the held-out rows, in their order (matched on the key columns)."""
     sub = pd.read_csv(workdir / "submissions" / "latest" / "submission.csv")
-    return sub.set_index(id_col)[value_col].reindex(ids.to_numpy()).to_numpy(float)
+    pred = held[keys].merge(sub[keys + [value_col]], on=keys, how="left", validate="one_to_one")[value_col]
+    if pred.isna().any():
+        raise SystemExit(f"the kit's submission lacks {int(pred.isna().sum())} held-out rows")
+    return pred.to_numpy(float)
+
+
+def run_both(case: str, k: int, case_dir: Path, config: str, budget: float, args, ag_python: Path,
+             ag_tables: Callable[[Path], tuple[Path, Path]], label: str, drop: list[str], held_truth: np.ndarray,
+             read_kit: Callable[[Path], np.ndarray], metric: str) -> dict:
+    """One outer fold of one case: the kit on ``case_dir/input``, then AutoGluon on the tables ``ag_tables`` writes
+    for the case (train with the label, test), both within ``budget`` seconds; held-out scores, seconds, memory."""
+    kit = run_timed([sys.executable, "-m", "mmstack", "run", str(ROOT / "configs" / config), "--input",
+                     str(case_dir / "input"), "--workdir", str(case_dir / "kit"), "--time-limit", str(budget),
+                     *sum((["--set", s] for s in args.overrides), [])], case_dir / "kit.log", kit_env())
+    if kit.returncode != 0:
+        raise SystemExit(f"kit failed on {case} outer {k}:\n{kit.tail}")
+    kit_pred = read_kit(case_dir / "kit")
+    train_csv, test_csv = ag_tables(case_dir)
+    ag = run_timed([str(ag_python), str(ROOT / "benchmarks" / "peers_autogluon.py"), str(train_csv), str(test_csv),
+                    label, str(case_dir / "ag_pred.csv"), "--time-limit", str(budget), "--presets", args.presets,
+                    "--model-dir", str(case_dir / "ag"), "--drop", *drop], case_dir / "ag.log")
+    if ag.returncode != 0:
+        raise SystemExit(f"AutoGluon failed on {case} outer {k}:\n{ag.tail}")
+    ag_pred = pd.read_csv(case_dir / "ag_pred.csv")["prediction"].to_numpy(float)
+    score = rmse if metric == "RMSE" else mse
+    fold = {"kit": score(held_truth, np.clip(kit_pred, 0, 1)), "ag": score(held_truth, np.clip(ag_pred, 0, 1)),
+            "kit_s": kit.seconds, "ag_s": ag.seconds, "kit_mb": kit.peak_mb, "ag_mb": ag.peak_mb,
+            "n_fit": float(pd.read_csv(train_csv, usecols=[label]).shape[0]), "n_held": float(len(held_truth))}
+    print(f"{case} outer {k}: {json.dumps(fold)}", flush=True)
+    shutil.rmtree(case_dir / "ag", ignore_errors=True)  # AutoGluon's models: large, not needed afterwards
+    return fold
+
+
+def fresh_case_dir(args, case: str, k: int) -> Path:
+    case_dir = args.work / "cases" / case / f"outer{k}"
+    shutil.rmtree(case_dir, ignore_errors=True)
+    (case_dir / "input").mkdir(parents=True)
+    return case_dir
 
 
 def avito_case(rows: int, args, ag_python: Path) -> dict:
-    """Generated Avito at ``rows`` training rows: outer split by user, the kit and AutoGluon on each outer fold."""
-    data = args.work / "data" / f"avito-{rows}"
+    """Generated Avito at ``rows`` training rows: outer split by user; AutoGluon on the raw columns."""
+    case = f"avito-{rows}"
+    data = args.work / "data" / case
     if not (data / "train.csv").is_file():  # make-data writes train.csv last
         subprocess.run([sys.executable, "-m", "mmstack", "make-data", "avito", "--rows", str(rows), "--no-images",
                         "--out", str(data)], check=True, env=kit_env(), cwd=ROOT)
     full = pd.read_csv(data / "train.csv")
-    budget = args.budget.get(f"avito-{rows}", AVITO_BUDGET.get(rows, 300))
+    budget = args.budget.get(case, AVITO_BUDGET.get(rows, 300))
     folds = []
     for k, (fit_pos, held_pos) in enumerate(outer_splits(full["user_id"].to_numpy(), args.outer_folds)):
-        case_dir = args.work / "cases" / f"avito-{rows}" / f"outer{k}"
-        shutil.rmtree(case_dir, ignore_errors=True)
+        case_dir = fresh_case_dir(args, case, k)
         inp = case_dir / "input"
-        inp.mkdir(parents=True)
         fit, held = full.iloc[fit_pos], full.iloc[held_pos]
         fit.to_csv(inp / "train.csv", index=False)
         held.drop(columns=["deal_probability"]).to_csv(inp / "test.csv", index=False)
         for extra in ("train_active.csv", "periods_train.csv"):
             if (data / extra).is_file():
                 os.symlink(data / extra, inp / extra)
-        kit = run_timed([sys.executable, "-m", "mmstack", "run", str(ROOT / "configs" / "avito.toml"), "--input",
-                         str(inp), "--workdir", str(case_dir / "kit"), "--time-limit", str(budget),
-                         *sum((["--set", s] for s in args.overrides), [])], case_dir / "kit.log", kit_env())
-        if kit.returncode != 0:
-            raise SystemExit(f"kit failed on avito-{rows} outer {k}:\n{kit.tail}")
-        kit_pred = kit_predictions(case_dir / "kit", "item_id", held["item_id"], "deal_probability")
-        ag = run_timed([str(ag_python), str(ROOT / "benchmarks" / "peers_autogluon.py"), str(inp / "train.csv"),
-                        str(inp / "test.csv"), "deal_probability", str(case_dir / "ag_pred.csv"),
-                        "--time-limit", str(budget), "--presets", args.presets, "--model-dir", str(case_dir / "ag"),
-                        "--drop", "item_id", "image"], case_dir / "ag.log")
-        if ag.returncode != 0:
-            raise SystemExit(f"AutoGluon failed on avito-{rows} outer {k}:\n{ag.tail}")
-        ag_pred = pd.read_csv(case_dir / "ag_pred.csv")["prediction"].to_numpy(float)
-        y = held["deal_probability"].to_numpy(float)
-        folds.append({"kit": rmse(y, np.clip(kit_pred, 0, 1)), "ag": rmse(y, np.clip(ag_pred, 0, 1)),
-                      "kit_s": kit.seconds, "ag_s": ag.seconds, "kit_mb": kit.peak_mb, "ag_mb": ag.peak_mb,
-                      "n_fit": len(fit), "n_held": len(held)})
-        print(f"avito-{rows} outer {k}: {json.dumps(folds[-1])}", flush=True)
-        shutil.rmtree(case_dir / "ag", ignore_errors=True)  # AutoGluon's models: large, not needed afterwards
+        folds.append(run_both(
+            case, k, case_dir, "avito.toml", budget, args, ag_python, lambda d, inp=inp: (inp / "train.csv", inp / "test.csv"),
+            "deal_probability", ["item_id", "image"], held["deal_probability"].to_numpy(float),
+            lambda kit_dir, held=held: kit_predictions(kit_dir, ["item_id"], held, "deal_probability"), "RMSE"))
     return summarise(f"generated Avito, {rows:,} training rows", "RMSE", budget, folds)
+
+
+def flickr_pair_features(case_dir: Path, args) -> tuple[Path, Path]:
+    """The kit's pair features of the case (read back from the kit's store: built by its run, so cached) as
+    AutoGluon's tables: the label-free pair_match block and caption_bridge (out of fold for the training pairs,
+    like any stacking feature), plus the target for the training pairs."""
+    from mmstack.config import Config
+    from mmstack.pipeline import Timer, build_features, prepare
+    from mmstack.store import Store
+
+    cfg = Config.load(ROOT / "configs" / "relevance.toml", args.overrides)
+    store = Store(case_dir / "kit")
+    _, data, targets = prepare(cfg, case_dir / "input", store, Timer())
+    cache = build_features(cfg, data, store, targets)[targets[0].target.name]
+    parts = [out.dense.drop(columns=out.non_features) for out in cache.outputs.values() if out.dense is not None]
+    table = pd.concat(parts, axis=1)
+    train = table.iloc[:data.n_train].assign(relevance=data.labels["relevance"].to_numpy(float)[:data.n_train])
+    paths = case_dir / "ag_train.csv", case_dir / "ag_test.csv"
+    train.to_csv(paths[0], index=False)
+    table.iloc[data.n_train:].to_csv(paths[1], index=False)
+    print(f"flickr8k: {table.shape[1]} pair-feature columns for AutoGluon ({', '.join(cache.outputs)})", flush=True)
+    return paths
+
+
+def write_flickr_outer(src: Path, fit: pd.DataFrame, held: pd.DataFrame, inp: Path) -> np.ndarray:
+    """The kit's input folder of one outer fold: the fitting pairs with their scores (expert and crowd rows of
+    held-out pairs left out), the held-out pairs as ``test_pairs.csv``, the images linked; returns the held-out
+    pairs' expert target (mean of three 1..4 scores mapped to 0..1), in their order."""
+    expert = pd.read_csv(src / "ExpertAnnotations.tsv", sep="\t", header=None)
+    fit.to_csv(inp / "train_dataset.csv", index=False)
+    held.to_csv(inp / "test_pairs.csv", index=False)
+    fit_keys = set(zip(fit["image"], fit["query_id"]))
+    for name in ("ExpertAnnotations.tsv", "CrowdAnnotations.tsv"):
+        if (src / name).is_file():
+            frame = expert if name.startswith("Expert") else pd.read_csv(src / name, sep="\t", header=None)
+            keep = [key in fit_keys for key in zip(frame[0], frame[1])]
+            frame[keep].to_csv(inp / name, sep="\t", header=False, index=False)
+    os.symlink((src / "train_images").resolve(), inp / "train_images")
+    truth = held[["image", "query_id"]].merge(expert, how="left", left_on=["image", "query_id"], right_on=[0, 1],
+                                              validate="one_to_one")
+    return ((truth[[2, 3, 4]].mean(axis=1) - 1.0) / 3.0).to_numpy(float)
+
+
+def flickr_case(args, ag_python: Path) -> dict:
+    """Flickr8k relevance: outer split by image (the held-out images' pairs are the test pairs); AutoGluon on
+    the kit's pair features."""
+    pairs = pd.read_csv(args.data / "train_dataset.csv")
+    budget = args.budget.get("flickr8k", FLICKR_BUDGET)
+    folds = []
+    for k, (fit_pos, held_pos) in enumerate(outer_splits(pairs["image"].to_numpy(), args.outer_folds)):
+        case_dir = fresh_case_dir(args, "flickr8k", k)
+        held = pairs.iloc[held_pos]
+        held_truth = write_flickr_outer(args.data, pairs.iloc[fit_pos], held, case_dir / "input")
+        folds.append(run_both(
+            "flickr8k", k, case_dir, "relevance.toml", budget, args, ag_python,
+            lambda d: flickr_pair_features(d, args), "relevance", [], held_truth,
+            lambda kit_dir, held=held: kit_predictions(kit_dir, ["image", "query_id"], held, "relevance"), "MSE"))
+    return summarise("Flickr8k relevance (pairs of held-out images)", "MSE", budget, folds)
 
 
 def summarise(name: str, metric: str, budget: float, folds: list[dict]) -> dict:
@@ -188,8 +273,7 @@ def main() -> None:
             if not (args.data / "train_dataset.csv").is_file():
                 print(f"skipped flickr8k: no data at {args.data}")
                 continue
-            # not built yet: it needs the kit's label-free pair features written out as AutoGluon's columns
-            print("skipped flickr8k: the relevance case is not implemented yet (see BENCHMARKS.md, peers)")
+            cases.append(flickr_case(args, ag_python))
         else:
             raise SystemExit(f"unknown case {case!r} (avito-ROWS or flickr8k)")
     lines = ["## The kit against AutoGluon (peer benchmark)", "",

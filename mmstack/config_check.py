@@ -189,7 +189,7 @@ def check_config(config: "Config") -> None:
                 if key not in registry:
                     raise ConfigError(f"{config.where(dotted)}: no {kind} {key!r}; known: "
                                       f"{', '.join(sorted(registry))}")
-                extra = {"blocks": Setting("names")} if section == "models" else None
+                extra = {"blocks": Setting("names"), "seeds": Setting("int", 1, 100)} if section == "models" else None
                 _check_params(config, dotted, value, registry[key].default_params, extra)
             else:
                 raise ConfigError(f"{config.where(dotted)}: unknown setting")

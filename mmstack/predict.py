@@ -32,7 +32,7 @@ def level1_predictions(store: Store, task: str, name: str, rows: np.ndarray) -> 
             raise FileNotFoundError(f"{name}: fold {k} is not in the store")
         model, fitted = load_fold(store, task, name, k)
         model.bind(inputs)
-        preds.append(model.target.finish(model.predict(fitted, X)))
+        preds.append(model.target.finish(model.predict_fitted(fitted, X)))
     return model.target.finish(np.mean(preds, axis=0))
 
 

@@ -159,7 +159,7 @@ def score_images(config: Config, queries: list[str], pooled: np.ndarray, probs: 
         for k in range(target.folds.n_folds):
             model, fitted = load_fold(store, spec.name, r.name, k)
             model.bind(new_pairs)
-            fold_preds.append(target.target.finish(model.predict(fitted, frame)))
+            fold_preds.append(target.target.finish(model.predict_fitted(fitted, frame)))
         preds.append(target.target.finish(np.mean(fold_preds, axis=0)))
     blended = stacked.blend(np.stack(preds, axis=1))  # the saved blender, never refitted here
     return blended[:, 0].reshape(nq, n)

@@ -32,3 +32,49 @@ def test_table_marks_the_goal():
     assert met.endswith("| yes |") and "0.952" in met and missed.endswith("| no |")
     slow = peers.table([{**case, "kit_s": 61}])[2]
     assert slow.endswith("| no |")
+
+
+def test_kit_predictions_follow_the_held_out_rows(tmp_path):
+    import pandas as pd
+    import pytest
+
+    latest = tmp_path / "submissions" / "latest"
+    latest.mkdir(parents=True)
+    pd.DataFrame({"image": ["a", "b", "a"], "query_id": ["q1", "q1", "q2"], "relevance": [0.1, 0.2, 0.3]}).to_csv(
+        latest / "submission.csv", index=False)
+    held = pd.DataFrame({"image": ["a", "a", "b"], "query_id": ["q2", "q1", "q1"]})
+    assert peers.kit_predictions(tmp_path, ["image", "query_id"], held, "relevance").tolist() == [0.3, 0.1, 0.2]
+    with pytest.raises(SystemExit, match="lacks 1 held-out"):
+        peers.kit_predictions(tmp_path, ["image", "query_id"], pd.concat([held, held.assign(image="c").head(1)]),
+                              "relevance")
+
+
+def test_flickr_outer_fold_is_a_relevance_folder_without_the_held_out_scores(tmp_path):
+    import pandas as pd
+
+    from mmstack.data import relevance
+
+    src = tmp_path / "src"
+    (src / "train_images").mkdir(parents=True)
+    images = [f"{i}00_x.jpg" for i in range(6)]
+    pairs = pd.DataFrame({"image": images * 2, "query_id": [f"{im}#0" for im in images] * 2,
+                          "query_text": [f"a dog number {i}" for i in range(12)]})
+    pairs["query_id"] = pairs["query_id"].where(pairs.index < 6, pairs["query_id"].str.replace("#0", "#1"))
+    pairs.to_csv(src / "train_dataset.csv", index=False)
+    scores = pairs[["image", "query_id"]].assign(e1=1 + pairs.index % 4, e2=4, e3=1)
+    scores.to_csv(src / "ExpertAnnotations.tsv", sep="\t", header=False, index=False)
+    pairs[["image", "query_id"]].assign(s=0.5, y=1, n=1).to_csv(src / "CrowdAnnotations.tsv", sep="\t",
+                                                                 header=False, index=False)
+    (fit_pos, held_pos), = peers.outer_splits(pairs["image"].to_numpy(), 1)
+    inp = tmp_path / "inp"
+    inp.mkdir()
+    truth = peers.write_flickr_outer(src, pairs.iloc[fit_pos], pairs.iloc[held_pos], inp)
+    held = pairs.iloc[held_pos]
+    expected = (scores.iloc[held_pos][["e1", "e2", "e3"]].mean(axis=1).to_numpy() - 1) / 3
+    assert np.allclose(truth, expected)
+    data = relevance.load(inp)
+    assert data.n_train == len(fit_pos) and data.n_test == len(held_pos)
+    assert not set(data.test["image"]) & set(data.train["image"])
+    assert set(zip(data.test["image"], data.test["query_id"])) == set(zip(held["image"], held["query_id"]))
+    written = pd.read_csv(inp / "ExpertAnnotations.tsv", sep="\t", header=None)
+    assert len(written) == len(fit_pos) and not set(written[0]) & set(held["image"])

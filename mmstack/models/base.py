@@ -99,11 +99,17 @@ class Level1Model:
     requires_blocks: ClassVar[tuple[str, ...]] = ()  # the family needs at least one of these blocks
 
     def __init__(self, params: dict[str, Any] | None = None, seed: int = 42, target: Target | None = None):
-        unknown = set(params or {}) - set(self.default_params)
+        params = dict(params or {})
+        # every family's bag of seeds: each fold is fitted with seeds seed, seed + 1, ... and their predictions
+        # averaged (the nets' and GBDTs' run-to-run spread is as large as a tuning step)
+        self.n_seeds = params.pop("seeds", 1)
+        if not isinstance(self.n_seeds, int) or isinstance(self.n_seeds, bool) or self.n_seeds < 1:
+            raise ConfigError(f"models.{self.key}.seeds must be a whole number >= 1, got {self.n_seeds!r}")
+        unknown = set(params) - set(self.default_params)
         if unknown:
             raise ConfigError(f"models.{self.key}: unknown param(s) {', '.join(sorted(unknown))}; "
-                              f"known: {', '.join(sorted(self.default_params))}")
-        self.params = {**self.default_params, **(params or {})}
+                              f"known: {', '.join(sorted([*self.default_params, 'seeds']))}")
+        self.params = {**self.default_params, **params}
         self.seed = seed
         self.target = target or regression_target()
 
@@ -135,6 +141,36 @@ class Level1Model:
         """Per-feature importance of a fitted fold model, where the family has one."""
         return None
 
+    def fit_bag(self, X_train, y_train: np.ndarray, X_valid, y_valid: np.ndarray, categorical: list[str]) -> Any:
+        """``fit_fold`` once per seed of the bag: the fitted state, or a :class:`SeedBag` of them. Past the fold's
+        deadline the bag stops early (at least one member)."""
+        if self.n_seeds == 1:
+            return self.fit_fold(X_train, y_train, X_valid, y_valid, categorical)
+        base, members = self.seed, []
+        try:
+            for offset in range(self.n_seeds):
+                self.seed = base + offset
+                members.append(self.fit_fold(X_train, y_train, X_valid, y_valid, categorical))
+                if self.out_of_time():
+                    break
+        finally:
+            self.seed = base
+        return SeedBag(members)
+
+    def predict_fitted(self, fitted: Any, X) -> np.ndarray:
+        """``predict`` of a fitted fold state, averaged over the members of a seed bag."""
+        if isinstance(fitted, SeedBag):
+            return np.mean([self.predict(member, X) for member in fitted.members], axis=0)
+        return self.predict(fitted, X)
+
+    def bag_importance(self, fitted: Any) -> dict[str, float] | None:
+        """``importance``, averaged over the members of a seed bag."""
+        if not isinstance(fitted, SeedBag):
+            return self.importance(fitted)
+        parts = [self.importance(member) or {} for member in fitted.members]
+        names = {name for part in parts for name in part}
+        return {name: float(np.mean([part.get(name, 0.0) for part in parts])) for name in names} or None
+
     def sample_weight(self, y: np.ndarray) -> np.ndarray | None:
         """Per-row training weights from the ``class_weight`` param ("balanced": rows weighted by the inverse of
         their class's frequency), or None."""
@@ -146,6 +182,13 @@ class Level1Model:
         counts = np.bincount(y, minlength=self.target.n_classes).astype(np.float64)
         weights = len(y) / (self.target.n_classes * np.maximum(counts, 1.0))
         return weights[y]
+
+
+@dataclass
+class SeedBag:
+    """The fitted states of one fold, one per seed (see ``models.<key>.seeds``)."""
+
+    members: list[Any]
 
 
 @dataclass
@@ -170,8 +213,9 @@ class ModelResult:
 
 
 def run_key(model: Level1Model, inputs: ModelInput, folds: Folds) -> str:
+    bag = [model.n_seeds] if model.n_seeds > 1 else []  # runs of one seed keep the keys they always had
     return make_key(model.key, model.version, model.params, model.seed, inputs.block_keys, folds.key,
-                    model.target.key())
+                    model.target.key(), *bag)
 
 
 def pred_columns(n_outputs: int) -> list[str]:
@@ -209,10 +253,10 @@ def fit_fold_saved(model: Level1Model, inputs: ModelInput, data: TargetData, X_t
     model.truncated = False
     start = time.perf_counter()
     X_valid = inputs.rows(inputs.train_ids[va])
-    fitted = model.fit_fold(inputs.training_rows(k, tr), y[tr], X_valid, y[va], inputs.categorical)
-    valid_pred = target.finish(model.predict(fitted, X_valid))
+    fitted = model.fit_bag(inputs.training_rows(k, tr), y[tr], X_valid, y[va], inputs.categorical)
+    valid_pred = target.finish(model.predict_fitted(fitted, X_valid))
     # every row labelled (nothing to predict): LightGBM and others refuse an empty frame
-    test_pred = (target.finish(model.predict(fitted, X_test)) if len(inputs.test_ids)
+    test_pred = (target.finish(model.predict_fitted(fitted, X_test)) if len(inputs.test_ids)
                  else np.zeros((0, target.n_outputs)))
     if not (np.isfinite(valid_pred).all() and np.isfinite(test_pred).all()):
         raise ModelError(f"{model.key} fold {k + 1}/{folds.n_folds}: predictions are not finite (NaN); "
@@ -222,7 +266,7 @@ def fit_fold_saved(model: Level1Model, inputs: ModelInput, data: TargetData, X_t
     saved = {"model": fitted, "model_object": model, "truncated": model.truncated,
              "valid_pred": valid_pred, "test_pred": test_pred,
              "score": target.metric(y[va], valid_pred), "seconds": time.perf_counter() - start,
-             "importance": model.importance(fitted)}
+             "importance": model.bag_importance(fitted)}
     write_joblib(fold_file, saved)
     log.info("%s fold %d/%d %s=%.5f (%.1fs)", model.key, k + 1, folds.n_folds, target.metric.name, saved["score"],
              saved["seconds"])
@@ -317,6 +361,7 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
     seconds = float(sum(fold_seconds))
     write_parquet(test_path, _pred_frame(inputs.test_ids, test))
     write_json(info_path, {"model": model.key, "key": key, "params": model.params, "seed": model.seed,
+                           "seeds": model.n_seeds,
                            "target": target.to_dict(), "blocks": inputs.block_keys, "folds_key": folds.key,
                            "metric": metric.name, "greater_is_better": metric.greater_is_better, "cv": cv,
                            "folds": fold_scores, "fold_seconds": fold_seconds, "seconds": seconds,

@@ -133,3 +133,34 @@ def test_a_class_missing_from_a_fold_keeps_the_shape(tmp_path):
         assert res.oof.shape == (n, 3) and res.test.shape == (30, 3)
         np.testing.assert_allclose(res.oof.sum(axis=1), 1.0, atol=1e-6)
         assert res.oof[17, 2] < 0.5 and res.cv < np.log(3)
+
+
+def test_a_seed_bag_averages_runs_of_each_seed_and_predicts_from_the_store(tmp_path):
+    from mmstack.errors import ConfigError
+    from mmstack.models.base import SeedBag, load_fold
+    from mmstack.predict import level1_predictions
+
+    inputs, y = _inputs()
+    folds = Folds(make_fold_ids(300, 3, "kfold", 1), 3, "f1")
+    data = _data(y, folds, regression_target("y"))  # no clipping: the bag's mean is the runs' mean
+    params = {"max_rounds": 40, "early_stopping": 10, "num_leaves": 7, "min_data_in_leaf": 5,
+              "bagging_fraction": 0.7, "bagging_freq": 1, "feature_fraction": 0.7}
+    store = Store(tmp_path)
+    one, two = (train_model(make_model("lgb", params, seed=s, target=data.target), inputs, data, store, "toy")
+                for s in (42, 43))
+    assert not np.allclose(one.oof, two.oof)  # the seeds differ, so the bag has something to average
+    bag = train_model(make_model("lgb", {**params, "seeds": 2}, seed=42, target=data.target), inputs, data, store,
+                      "toy")
+    assert bag.run_key not in (one.run_key, two.run_key)
+    assert np.allclose(bag.oof, (one.oof + two.oof) / 2) and np.allclose(bag.test, (one.test + two.test) / 2)
+    assert bag.cv <= (one.cv + two.cv) / 2  # the mean of two predictions is never further off than both on average
+    model, fitted = load_fold(store, "toy", bag.name, 0)
+    assert isinstance(fitted, SeedBag) and len(fitted.members) == 2 and model.seed == 42
+    # a fresh process's path: the saved fold bags predict the test rows as the run did
+    from mmstack.features.base import BlockOutput
+
+    BlockOutput(dense=inputs.X, categorical=["c"]).save(store.path("features", "toy", "k1"))
+    assert np.allclose(level1_predictions(store, "toy", bag.name, inputs.test_ids), bag.test)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="seeds must be a whole number"):
+            make_model("lgb", {"seeds": bad})
