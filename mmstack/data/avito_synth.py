@@ -276,7 +276,7 @@ class AvitoGenerator:
     def listings(self) -> pd.DataFrame:
         rng = self.rng
         n = self.n_train + self.n_test + self.n_active
-        split = np.repeat(np.array(["train", "test", "active"]), [self.n_train, self.n_test, self.n_active])
+        split = np.repeat(np.array(["train", "test", "active"], dtype=object), [self.n_train, self.n_test, self.n_active])
         user = rng.choice(len(self.user_id), n, p=self.user_activity / self.user_activity.sum())
         cat = np.where(rng.random(n) < 0.8, self.user_cat[user], rng.choice(len(self.cat_name), n, p=self.cat_p))
         product = np.empty(n, dtype=int)
@@ -342,9 +342,10 @@ class AvitoGenerator:
         cat = frame["cat"].to_numpy()
         p1 = flat[starts[cat] + rng.integers(0, starts[cat + 1] - starts[cat])]
         frame["param_1"] = np.where(rng.random(n) < 0.044, None, p1)
-        p2 = np.where(np.isin(cat_names, list(CLOTHES)), rng.choice(SIZES, n), rng.choice(BRANDS, n))
+        p2 = np.where(np.isin(cat_names, list(CLOTHES)), rng.choice(np.array(SIZES, dtype=object), n),
+                      rng.choice(np.array(BRANDS, dtype=object), n))
         frame["param_2"] = np.where(rng.random(n) < 0.447, None, p2.astype(object))
-        frame["param_3"] = np.where(rng.random(n) < 0.594, None, rng.choice(PARAM_3_VALUES, n).astype(object))
+        frame["param_3"] = np.where(rng.random(n) < 0.594, None, rng.choice(np.array(PARAM_3_VALUES, dtype=object), n))
         return frame
 
     def _images(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -431,12 +432,13 @@ class AvitoGenerator:
         frame = self._images(frame)
         frame["deal_probability"] = self._target(frame)
         u, c, ci = frame["user"].to_numpy(), frame["cat"].to_numpy(), frame["city"].to_numpy()
-        frame["user_id"] = self.user_id[u]
-        frame["user_type"] = USER_TYPES[self.user_type[u]]
-        frame["parent_category_name"] = self.cat_parent[c]
-        frame["category_name"] = self.cat_name[c]
-        frame["city_name"] = self.city_names[ci]
-        frame["region"] = self.region_names[self.city_region[ci]]
+        # object arrays indexed per row share one str per value (a numpy str array would make one per row)
+        frame["user_id"] = self.user_id.astype(object)[u]
+        frame["user_type"] = USER_TYPES.astype(object)[self.user_type[u]]
+        frame["parent_category_name"] = self.cat_parent.astype(object)[c]
+        frame["category_name"] = self.cat_name.astype(object)[c]
+        frame["city_name"] = self.city_names.astype(object)[ci]
+        frame["region"] = self.region_names.astype(object)[self.city_region[ci]]
         frame["item_seq_number"] = frame["seq"]
         periods = self._periods(frame)
         return self._lots(frame), periods
@@ -533,6 +535,14 @@ KAGGLE_COLUMNS = ["item_id", "user_id", "region", "city", "parent_category_name"
                   "user_type", "image", "image_top_1"]
 
 
+def _polars_column(name: str, column: pd.Series) -> pl.Series:
+    """A pandas column as polars: str/None objects as strings (not inferred from the first values), NaN as null
+    (an empty CSV field, as pandas writes it)."""
+    if column.dtype == object:
+        return pl.Series(name, column.tolist(), dtype=pl.String)
+    return pl.Series(name, column.to_numpy(), nan_to_null=True)
+
+
 def write_avito(out: Path | str, rows: int, seed: int = 42, n_jobs: int = 2, images: bool = True,
                 image_size: tuple[int, int] = (160, 120), lots: float = 0.0) -> dict[str, int]:
     """Write a Kaggle-format Avito dataset of ``rows`` training rows to ``out``; returns row counts.
@@ -541,29 +551,36 @@ def write_avito(out: Path | str, rows: int, seed: int = 42, n_jobs: int = 2, ima
     out.mkdir(parents=True, exist_ok=True)
     gen = AvitoGenerator(rows, seed, image_size, lots)
     frame, periods = gen.build()
-    frame = frame.rename(columns={"city": "city_index"}).rename(columns={"city_name": "city"})
-    frame["activation_date"] = frame["activation_date"].dt.strftime("%Y-%m-%d")
-    order = np.random.default_rng(seed + 1).permutation(len(frame))
-    frame = frame.iloc[order]
-    tables = {
-        "train.csv": frame.loc[frame["split"] == "train", KAGGLE_COLUMNS + ["deal_probability"]],
-        "test.csv": frame.loc[frame["split"] == "test", KAGGLE_COLUMNS],
-        "train_active.csv": frame.loc[frame["split"] == "active", [c for c in KAGGLE_COLUMNS if c not in ("image", "image_top_1")]],
-    }
-    periods = periods.assign(**{c: periods[c].dt.strftime("%Y-%m-%d") for c in ("activation_date", "date_from", "date_to")})
-    tables["periods_train.csv"] = periods
     if images:
-        specs = gen.image_specs(frame.sort_index(), out)
+        specs = gen.image_specs(frame, out)
         for split in ("train", "test"):
             (out / f"{split}_jpg").mkdir(exist_ok=True)
         batches = [specs[i:i + 500] for i in range(0, len(specs), 500)]
         with tqdm(total=len(specs), desc="drawing images", unit="img", leave=False) as bar:
             for done in Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_draw_batch)(b) for b in batches):
                 bar.update(done)
-    # train.csv last: its presence means the dataset is complete
-    for name in sorted(tables, key=lambda n: n == "train.csv"):
-        with atomic_path(out / name) as tmp:  # polars: the same bytes as pandas' to_csv, twice as fast
-            pl.from_pandas(tables[name]).write_csv(tmp)
-    counts = {name: len(t) for name, t in tables.items()}
+    # only the Kaggle columns go on, in polars (compact strings; its CSV bytes equal pandas' to_csv); each table is
+    # gathered in the shuffled order, written and dropped in turn
+    frame = frame.rename(columns={"city": "city_index", "city_name": "city"})
+    # column by column, each dropped from the frame once copied (a whole-frame copy doubled the peak memory)
+    kaggle = pl.DataFrame([_polars_column(c, frame.pop(c)) for c in KAGGLE_COLUMNS + ["deal_probability", "split"]])
+    del frame
+    kaggle = kaggle.with_columns(pl.col("activation_date").dt.strftime("%Y-%m-%d"))
+    order = np.random.default_rng(seed + 1).permutation(kaggle.height)
+    split = kaggle["split"].to_numpy()[order]
+    tables = [  # (file, split, columns); train.csv last: its presence means the dataset is complete
+        ("test.csv", "test", KAGGLE_COLUMNS),
+        ("train_active.csv", "active", [c for c in KAGGLE_COLUMNS if c not in ("image", "image_top_1")]),
+        ("train.csv", "train", KAGGLE_COLUMNS + ["deal_probability"]),
+    ]
+    counts = {"periods_train.csv": len(periods)}
+    with atomic_path(out / "periods_train.csv") as tmp:
+        pl.from_pandas(periods).with_columns(
+            pl.col("activation_date", "date_from", "date_to").dt.strftime("%Y-%m-%d")).write_csv(tmp)
+    for name, part, cols in tables:
+        rows = order[split == part]
+        with atomic_path(out / name) as tmp:
+            kaggle.select(cols)[rows].write_csv(tmp)
+        counts[name] = len(rows)
     log.info("make-data avito: %s to %s", ", ".join(f"{k} {v}" for k, v in counts.items()), out)
     return counts
