@@ -38,17 +38,17 @@ NO_IMAGES = ['features.graph.edges=["user","title","knn"]']
 THREADED = set(MODELS) | {"text_embed"}
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """Run ``cmd`` under /usr/bin/time: (wall seconds, peak RSS MB, stdout+stderr)."""
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str, float]:
+    """Run ``cmd`` under /usr/bin/time: (wall seconds, peak RSS MB, stdout+stderr, CPU seconds)."""
     stats = Path(os.environ.get("TMPDIR", "/tmp")) / f"mmstack-scale-time-{os.getpid()}.txt"
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(stats), *cmd], capture_output=True, text=True,
+    proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", str(stats), *cmd], capture_output=True, text=True,
                           env=env, cwd=ROOT)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    peak_kb = float(stats.read_text().split()[-1])
-    return seconds, peak_kb / 1024, proc.stdout + proc.stderr
+    user, system, peak_kb = map(float, stats.read_text().split()[-3:])
+    return seconds, peak_kb / 1024, proc.stdout + proc.stderr, user + system
 
 
 def folder_mb(*paths: Path) -> float:
@@ -79,20 +79,20 @@ def mmstack(*args: str) -> list[str]:
     return [sys.executable, "-m", "mmstack", *args]
 
 
-def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str]) -> list[dict]:
+def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str], blocks: list[str]) -> list[dict]:
     """make-data in its own process, then every block and model of one size in one child process."""
     data, work = data_root / f"avito-{rows}", data_root / f"work-{rows}"
     shutil.rmtree(work, ignore_errors=True)
     steps = []
     if not (data / "train.csv").exists():
-        secs, peak, _ = timed(mmstack("make-data", "avito", "--rows", str(rows), "--seed", "123", "--no-images",
-                                      "--out", str(data)))
-        steps.append({"step": "make-data", "kind": "data", "rows": rows, "seconds": secs, "peak_mb": peak,
-                      "out_mb": folder_mb(data)})
+        secs, peak, _, cpu = timed(mmstack("make-data", "avito", "--rows", str(rows), "--seed", "123", "--no-images",
+                                           "--out", str(data)))
+        steps.append({"step": "make-data", "kind": "data", "rows": rows, "seconds": secs, "cpu_seconds": cpu,
+                      "peak_mb": peak, "out_mb": folder_mb(data)})
     result = work.with_suffix(".steps.json")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(data), str(work), str(result),
-           "--models", *models, *[a for s in sets for a in ("--set", s)]]
-    secs, peak, out = timed(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+           "--models", *models, "--blocks", *blocks, *[a for s in sets for a in ("--set", s)]]
+    secs, peak, out, _ = timed(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
     steps += json.loads(result.read_text())
     for step in steps:
         step["process_peak_mb"] = peak
@@ -100,9 +100,11 @@ def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str])
     return steps
 
 
-def child(data: Path, work: Path, result: Path, sets: list[str], models: list[str]) -> None:
-    """Build each block (dependencies first, in config order) and train each model, timing each step; peak RSS
-    is the process's peak so far after the step (so the last step's is the run's peak)."""
+def child(data: Path, work: Path, result: Path, sets: list[str], models: list[str], blocks: list[str]) -> None:
+    """Build each block (dependencies first, in config order) and train each model, timing each step (wall and
+    this process's CPU seconds); peak RSS is the process's peak so far after the step (so the last step's is the
+    run's peak). Blocks are held in memory or read back from the store as the config's
+    ``features.hold_in_memory`` says (avito-full.toml: read back)."""
     import resource
 
     from mmstack.config import Config
@@ -114,33 +116,35 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
     def peak_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    cfg = Config.load(CONFIG, NO_IMAGES + sets + [f"features.blocks={json.dumps(BLOCKS)}",
+    cfg = Config.load(CONFIG, NO_IMAGES + sets + [f"features.blocks={json.dumps(blocks)}",
                                                   f"models.train={json.dumps(models)}"])
     store = Store(work)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     spec, dataset, targets = prepare(cfg, data, store, Timer())
     rows = dataset.n_train
     steps = [{"step": "load + folds", "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
-              "peak_mb": peak_mb(), "out_mb": 0.0}]
+              "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(), "out_mb": 0.0}]
     made: dict = {}
 
     def resolve(name):
         return made.setdefault(name, make_block(name, cfg.block_params(name)))
 
     target = targets[0]
-    cache = BlockCache(dataset, store, cfg.seed).for_target(target)
-    for block in BLOCKS:
-        start = time.perf_counter()
+    cache = BlockCache(dataset, store, cfg.seed, hold=cfg.get("features.hold_in_memory", True)).for_target(target)
+    for block in blocks:
+        start, cpu = time.perf_counter(), time.process_time()
         cache.get(resolve(block), resolve)
         steps.append({"step": block, "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
-                      "peak_mb": peak_mb(), "out_mb": folder_mb(work / "features" / block)})
+                      "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(),
+                      "out_mb": folder_mb(work / "features" / block)})
         print(json.dumps(steps[-1]), flush=True)
     for model in models:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         res = train_models(cfg, spec, target, store, cache, only=[model])[0]
         outs = list((work / "models" / "avito").glob(f"{model}__*")) + list((work / "oof" / "avito").glob(f"{model}__*"))
         steps.append({"step": model, "kind": "model", "rows": rows, "seconds": time.perf_counter() - start,
-                      "peak_mb": peak_mb(), "out_mb": folder_mb(*outs), "cv": res.cv})
+                      "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(), "out_mb": folder_mb(*outs),
+                      "cv": res.cv})
         print(json.dumps(steps[-1]), flush=True)
     result.write_text(json.dumps(steps))
 

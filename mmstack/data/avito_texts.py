@@ -85,11 +85,12 @@ def draw_descriptions(rng: np.random.Generator, titles: pl.Series, cond: np.ndar
 
 
 def draw_texts(rng: np.random.Generator, names: np.ndarray, product: np.ndarray, source: np.ndarray,
-               clothes: np.ndarray, price: np.ndarray, no_desc: np.ndarray) -> tuple[list[str], list[str | None], np.ndarray]:
+               clothes: np.ndarray, price: np.ndarray,
+               no_desc: np.ndarray) -> tuple[list[str], list[str | None], np.ndarray]:
     """Titles, descriptions (None where ``no_desc``) and the planted text effect of every row.
 
-    ``names``: the products' names, ``product``: each row's product; ``source``: the row whose title a row shows (itself, or the first listing
-    of a repost chain); ``clothes``: rows whose category wears sizes; ``price``: NaN where none is given."""
+    ``names``: the products' names, ``product``: each row's product; ``source``: the row whose title a row shows
+    (itself, or the first listing of a repost chain); ``clothes``: rows whose category wears sizes; ``price``: NaN where none is given."""
     n = len(product)
     titles, cond, deal = draw_titles(rng, names, product, source)
     cond_effect = np.array([e for _, e in CONDITION_PHRASES])[cond]
