@@ -38,17 +38,17 @@ NO_IMAGES = ['features.graph.edges=["user","title","knn"]']
 THREADED = set(MODELS) | {"text_embed"}
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """Run ``cmd`` under /usr/bin/time: (wall seconds, peak RSS MB, stdout+stderr)."""
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str, float]:
+    """Run ``cmd`` under /usr/bin/time: (wall seconds, peak RSS MB, stdout+stderr, CPU seconds)."""
     stats = Path(os.environ.get("TMPDIR", "/tmp")) / f"mmstack-scale-time-{os.getpid()}.txt"
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(stats), *cmd], capture_output=True, text=True,
+    proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", str(stats), *cmd], capture_output=True, text=True,
                           env=env, cwd=ROOT)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    peak_kb = float(stats.read_text().split()[-1])
-    return seconds, peak_kb / 1024, proc.stdout + proc.stderr
+    user, system, peak_kb = map(float, stats.read_text().split()[-3:])
+    return seconds, peak_kb / 1024, proc.stdout + proc.stderr, user + system
 
 
 def folder_mb(*paths: Path) -> float:
@@ -79,20 +79,20 @@ def mmstack(*args: str) -> list[str]:
     return [sys.executable, "-m", "mmstack", *args]
 
 
-def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str]) -> list[dict]:
+def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str], blocks: list[str]) -> list[dict]:
     """make-data in its own process, then every block and model of one size in one child process."""
     data, work = data_root / f"avito-{rows}", data_root / f"work-{rows}"
     shutil.rmtree(work, ignore_errors=True)
     steps = []
     if not (data / "train.csv").exists():
-        secs, peak, _ = timed(mmstack("make-data", "avito", "--rows", str(rows), "--seed", "123", "--no-images",
-                                      "--out", str(data)))
-        steps.append({"step": "make-data", "kind": "data", "rows": rows, "seconds": secs, "peak_mb": peak,
-                      "out_mb": folder_mb(data)})
+        secs, peak, _, cpu = timed(mmstack("make-data", "avito", "--rows", str(rows), "--seed", "123", "--no-images",
+                                           "--out", str(data)))
+        steps.append({"step": "make-data", "kind": "data", "rows": rows, "seconds": secs, "cpu_seconds": cpu,
+                      "peak_mb": peak, "out_mb": folder_mb(data)})
     result = work.with_suffix(".steps.json")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(data), str(work), str(result),
-           "--models", *models, *[a for s in sets for a in ("--set", s)]]
-    secs, peak, out = timed(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+           "--models", *models, "--blocks", *blocks, *[a for s in sets for a in ("--set", s)]]
+    secs, peak, out, _ = timed(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
     steps += json.loads(result.read_text())
     for step in steps:
         step["process_peak_mb"] = peak
@@ -100,9 +100,11 @@ def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str])
     return steps
 
 
-def child(data: Path, work: Path, result: Path, sets: list[str], models: list[str]) -> None:
-    """Build each block (dependencies first, in config order) and train each model, timing each step; peak RSS
-    is the process's peak so far after the step (so the last step's is the run's peak)."""
+def child(data: Path, work: Path, result: Path, sets: list[str], models: list[str], blocks: list[str]) -> None:
+    """Build each block (dependencies first, in config order) and train each model, timing each step (wall and
+    this process's CPU seconds); peak RSS is the process's peak so far after the step (so the last step's is the
+    run's peak). Blocks are held in memory or read back from the store as the config's
+    ``features.hold_in_memory`` says (avito-full.toml: read back)."""
     import resource
 
     from mmstack.config import Config
@@ -114,73 +116,104 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
     def peak_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    cfg = Config.load(CONFIG, NO_IMAGES + sets + [f"features.blocks={json.dumps(BLOCKS)}",
+    cfg = Config.load(CONFIG, NO_IMAGES + sets + [f"features.blocks={json.dumps(blocks)}",
                                                   f"models.train={json.dumps(models)}"])
     store = Store(work)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     spec, dataset, targets = prepare(cfg, data, store, Timer())
     rows = dataset.n_train
     steps = [{"step": "load + folds", "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
-              "peak_mb": peak_mb(), "out_mb": 0.0}]
+              "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(), "out_mb": 0.0}]
     made: dict = {}
 
     def resolve(name):
         return made.setdefault(name, make_block(name, cfg.block_params(name)))
 
     target = targets[0]
-    cache = BlockCache(dataset, store, cfg.seed).for_target(target)
-    for block in BLOCKS:
-        start = time.perf_counter()
+    cache = BlockCache(dataset, store, cfg.seed, hold=cfg.get("features.hold_in_memory", True)).for_target(target)
+    for block in blocks:
+        start, cpu = time.perf_counter(), time.process_time()
         cache.get(resolve(block), resolve)
         steps.append({"step": block, "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
-                      "peak_mb": peak_mb(), "out_mb": folder_mb(work / "features" / block)})
+                      "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(),
+                      "out_mb": folder_mb(work / "features" / block)})
         print(json.dumps(steps[-1]), flush=True)
     for model in models:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         res = train_models(cfg, spec, target, store, cache, only=[model])[0]
         outs = list((work / "models" / "avito").glob(f"{model}__*")) + list((work / "oof" / "avito").glob(f"{model}__*"))
         steps.append({"step": model, "kind": "model", "rows": rows, "seconds": time.perf_counter() - start,
-                      "peak_mb": peak_mb(), "out_mb": folder_mb(*outs), "cv": res.cv})
+                      "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(), "out_mb": folder_mb(*outs),
+                      "cv": res.cv})
         print(json.dumps(steps[-1]), flush=True)
     result.write_text(json.dumps(steps))
 
 
 def group_statistics(data: Path) -> list[dict]:
-    """The tabular block's kind of group statistics (per key: count, mean, std, median of log price, mapped back
-    to the rows) in pandas and in polars, on the same frame."""
+    """The tabular block's group statistics on train + test + active rows, in pandas (the block's price
+    statistics, :func:`price_vs_group`, and pandas' groupby-size counts) and in polars (the same figures: mean,
+    median, z-score, rank, size per group, checked equal), side by side; CPU seconds on one polars thread."""
     import pandas as pd
     import polars as pl
 
-    frame = pd.concat([pd.read_csv(data / f, usecols=["user_id", "region", "city", "category_name", "param_1",
-                                                      "image_top_1", "price"]) for f in ("train.csv", "test.csv")])
-    frame["log_price"] = np.log1p(frame["price"]).astype(np.float32)
-    keys = [["user_id"], ["category_name"], ["city", "category_name"], ["region", "param_1"], ["image_top_1"]]
-    out = []
-    start = time.perf_counter()
-    for key in keys:
-        g = frame.groupby(key, dropna=False)["log_price"]
-        _ = [g.transform(f).to_numpy(np.float32) for f in ("count", "mean", "std", "median")]
-    out.append({"step": "group stats (pandas)", "kind": "group", "rows": len(frame),
-                "seconds": time.perf_counter() - start})
-    lf = pl.from_pandas(frame.drop(columns="price"))
-    start = time.perf_counter()
-    for key in keys:
-        col = pl.col("log_price")
-        _ = lf.select(*[getattr(col, f)().over(key).alias(f) for f in ("count", "mean", "std", "median")]
-                      ).to_numpy()
-    out.append({"step": "group stats (polars)", "kind": "group", "rows": len(frame),
-                "seconds": time.perf_counter() - start})
+    from mmstack.features.tabular import DEFAULT_COUNT_GROUPS, DEFAULT_PRICE_GROUPS, group_name, price_vs_group
+    from mmstack.textnorm import title_key
+
+    pool = pd.concat([pd.read_csv(data / f) for f in ("train.csv", "test.csv", "train_active.csv")],
+                     ignore_index=True)
+    pool["title_key"] = pool["title"].map(title_key)
+    pool["log_price"] = np.log1p(pool["price"].astype(float))
+
+    columns = sorted({c for g in DEFAULT_PRICE_GROUPS + DEFAULT_COUNT_GROUPS for c in g} | {"log_price"})
+    lp = pl.col("log_price")
+
+    def polars_price(frame: pl.DataFrame) -> pd.DataFrame:
+        exprs = []
+        for cols in DEFAULT_PRICE_GROUPS:
+            mean, median, std = lp.mean().over(cols), lp.median().over(cols), lp.std().over(cols)
+            name = group_name(cols)
+            exprs += [(lp - mean).alias(f"tab_price_{name}_diff_mean"),
+                      (lp - median).alias(f"tab_price_{name}_diff_median"),
+                      ((lp - mean) / pl.when(std > 0).then(std)).alias(f"tab_price_{name}_z"),
+                      (lp.rank("average").over(cols) / lp.count().over(cols)).alias(f"tab_price_{name}_rank"),
+                      median.alias(f"tab_price_{name}_median")]
+        return frame.select(exprs).to_pandas()
+
+    ways = {  # (what, engine): a function of nothing that computes it, conversion to polars included
+        ("price statistics", "pandas"): lambda: pd.concat([price_vs_group(pool, g) for g in DEFAULT_PRICE_GROUPS],
+                                                          axis=1),
+        ("price statistics", "polars"): lambda: polars_price(pl.from_pandas(pool[columns])),
+        ("counts", "pandas"): lambda: pd.concat(
+            [pool.groupby([pool[c].astype("string").fillna("<NA>") for c in g], sort=False)[g[0]].transform("size")
+             for g in DEFAULT_COUNT_GROUPS], axis=1),
+        ("counts", "polars"): lambda: pl.from_pandas(pool[columns]).select(
+            [pl.len().over(g).alias(group_name(g)) for g in DEFAULT_COUNT_GROUPS]).to_pandas(),
+    }
+    out, results = [], {}
+    for (what, engine), compute in ways.items():
+        start, cpu = time.perf_counter(), time.process_time()
+        results[what, engine] = compute().to_numpy(np.float64)
+        out.append({"step": f"group {what} ({engine})", "kind": "group", "rows": len(pool),
+                    "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu})
+    for what in ("price statistics", "counts"):
+        if not np.allclose(results[what, "pandas"], results[what, "polars"], equal_nan=True, atol=1e-9):
+            raise RuntimeError(f"pandas and polars {what} differ")
     return out
 
 
 def fit_growth(points: list[dict]) -> dict:
-    """Growth exponent of seconds, linear memory fit, and full-size figures for one step."""
+    """Growth exponents of seconds (CPU, where measured, and wall), linear memory fit, and full-size figures for
+    one step. The CPU seconds lead: on the shared 2 cores a single-threaded step's wall time mostly measures the
+    other jobs' load; the full-size time is extrapolated from them (a quiet machine's wall time)."""
     rows = np.array([p["rows"] for p in points], float)
-    secs = np.array([max(p["seconds"], 1e-3) for p in points])
-    if len(points) >= 2:
-        exponent = float(np.polyfit(np.log(rows), np.log(secs), 1)[0])
-    else:
-        exponent = float("nan")
+    wall = np.array([max(p["seconds"], 1e-3) for p in points])
+    cpu_known = all("cpu_seconds" in p for p in points)
+    secs = np.array([max(p["cpu_seconds"], 1e-3) for p in points]) if cpu_known else wall
+
+    def slope(values: np.ndarray) -> float:
+        return float(np.polyfit(np.log(rows), np.log(values), 1)[0]) if len(points) >= 2 else float("nan")
+
+    exponent, wall_exponent = slope(secs), slope(wall)
     # block, model and make-data steps count training rows; the group statistics count train + test rows
     full = FULL_ROWS if points[0]["kind"] == "group" else FULL_TRAIN
     largest = int(np.argmax(rows))
@@ -194,15 +227,17 @@ def fit_growth(points: list[dict]) -> dict:
     else:
         full_peak = float(peaks[largest]) * scale if np.isfinite(peaks[largest]) else float("nan")
     outs = np.array([p.get("out_mb", np.nan) for p in points], float)
-    return {"exponent": exponent, "full_seconds": float(full_secs), "full_peak_mb": full_peak,
+    return {"exponent": exponent, "wall_exponent": wall_exponent, "full_seconds": float(full_secs),
+            "full_peak_mb": full_peak,
             "full_out_mb": float(outs[largest] * scale) if np.isfinite(outs[largest]) else float("nan")}
 
 
 def table(steps: list[dict], sizes: list[int], sets: list[str]) -> str:
     names = list(dict.fromkeys(s["step"] for s in steps))
-    head = " | ".join(f"{n:,} s / MB" for n in sizes)
-    lines = [f"| step | {head} | exponent | full 2 cores (min) | full 4 cores (min) | full peak GB | full output GB |",
-             "|---|" + "---:|" * (len(sizes) + 5)]
+    head = " | ".join(f"{n:,} wall s / CPU s / MB" for n in sizes)
+    lines = [f"| step | {head} | exponent (CPU) | exponent (wall) | full 2 cores (min) | full 4 cores (min) | "
+             "full peak GB | full output GB |",
+             "|---|" + "---:|" * (len(sizes) + 6)]
     total2 = total4 = 0.0
     peak_max = 0.0
     for name in names:
@@ -211,7 +246,8 @@ def table(steps: list[dict], sizes: list[int], sets: list[str]) -> str:
         by_rows = {p["rows"] if p["kind"] != "group" else None: p for p in points}
         cells = []
         for p in points:
-            cells.append(f"{p['seconds']:.1f} / {p.get('peak_mb', float('nan')):.0f}")
+            cells.append(f"{p['seconds']:.1f} / {p.get('cpu_seconds', float('nan')):.1f} / "
+                         f"{p.get('peak_mb', float('nan')):.0f}")
         cells += [""] * (len(sizes) - len(cells))
         two = growth["full_seconds"] / 60
         four = two / (1.8 if name in THREADED else 1.0)
@@ -219,7 +255,8 @@ def table(steps: list[dict], sizes: list[int], sets: list[str]) -> str:
             total2 += two
             total4 += four
             peak_max = max(peak_max, growth["full_peak_mb"])
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {growth['exponent']:.2f} | {two:,.0f} | {four:,.0f} | "
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {growth['exponent']:.2f} | "
+                     f"{growth['wall_exponent']:.2f} | {two:,.0f} | {four:,.0f} | "
                      f"{growth['full_peak_mb'] / 1024:.1f} | {growth['full_out_mb'] / 1024:.2f} |")
         del by_rows
     summary = (f"\nSum at full size (make-data, blocks and models one after another): about {total2 / 60:.1f} h on "
@@ -234,6 +271,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[50_000, 200_000, 500_000])
     parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--blocks", nargs="*", default=BLOCKS, help="blocks to build (default: all but images)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
     parser.add_argument("--data", type=Path, default=Path("/tmp/mmstack-scale"))
     parser.add_argument("--record", action="store_true", help="write the table into BENCHMARKS.md")
@@ -242,8 +280,10 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a paragraph recorded under the table (conditions)")
     parser.add_argument("--from-results", action="store_true", help="only make the table from --results")
     args = parser.parse_args()
+    # one polars thread, as the other libraries get (set before polars is first imported)
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")
     if args.child:
-        return child(*args.child, args.sets, args.models)
+        return child(*args.child, args.sets, args.models, args.blocks)
     results = args.results or args.data / "steps.jsonl"
     args.data.mkdir(parents=True, exist_ok=True)
     steps = []
@@ -251,15 +291,18 @@ def main() -> None:
         steps = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
         args.rows = sorted({s["rows"] for s in steps if s["kind"] == "data"} or args.rows)
     for rows in ([] if args.from_results else args.rows):
-        for step in measure_size(rows, args.data, args.sets, args.models):
+        for step in measure_size(rows, args.data, args.sets, args.models, args.blocks):
             steps.append(step)
             with open(results, "a") as fh:
                 fh.write(json.dumps(step) + "\n")
     body = (f"## Scale (full competition size)\n\n`python benchmarks/scale.py --rows {' '.join(map(str, args.rows))}"
             f"{''.join(f' --set {s}' for s in args.sets)} --record`: configs/avito-full.toml without images, "
             "generated data (test rows in the Kaggle ratio), make-data in its own process, then all blocks and "
-            "models of one size in one process. Cells: seconds / that process's peak RSS MB so far. Exponent: b in seconds ~ rows^b fitted on the measured "
-            "points. Full size: 1.5M train + 0.5M test rows, seconds extrapolated with max(b, 1) from the largest "
+            "models of one size in one process, blocks read back from the store as avito-full.toml says "
+            "(`features.hold_in_memory = false`). Cells: wall seconds / that process's CPU seconds / its peak RSS MB "
+            "so far. Exponent: b in seconds ~ rows^b fitted on the measured points, on CPU seconds (what a quiet "
+            "machine's wall time would be for these single-threaded runs) and on wall seconds. Full size: 1.5M "
+            "train + 0.5M test rows, CPU seconds extrapolated with max(b, 1) from the largest "
             "point, peak RSS and output linearly; 4 cores: multi-threaded steps (models, text_embed) 1.8x faster, "
             "the rest unchanged.\n\n" + table(steps, args.rows, args.sets)
             + (f"\n\n{args.note}" if args.note else ""))

@@ -80,6 +80,7 @@ SETTINGS: dict[str, Setting] = {
     "folds.group_by": Setting("str"),
     "folds.seed": Setting("int", 0, SEED_MAX),
     "features.blocks": Setting("names"),
+    "features.hold_in_memory": Setting("bool"),  # false: blocks are read back from the store when a step needs them
     "models.train": Setting("names"),
     "stack.blenders": Setting("names"),
     "ablation.enabled": Setting("bool"),

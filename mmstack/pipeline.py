@@ -110,7 +110,7 @@ def build_features(config: Config, data: Dataset, store: Store, targets: list[Ta
         if block.reads_target:
             for t in targets:
                 block.check_folds(t.folds)
-    shared = BlockCache(data, store, config.seed)
+    shared = BlockCache(data, store, config.seed, hold=bool(config.get("features.hold_in_memory", True)))
     caches, skipped = {}, set()
     for t in targets:
         cache = caches[t.target.name] = shared.for_target(t)

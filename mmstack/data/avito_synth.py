@@ -38,14 +38,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 from joblib import Parallel, delayed
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.optimize import brentq
 from tqdm import tqdm
 
-from ..store import atomic_path, write_text
-from .avito_vocab import (ADJECTIVES, BRANDS, CATEGORIES, CONDITION_PHRASES, DEAL_PHRASES, FILLER_PHRASES,
-                          GENERIC_PARAM_1, LOT_LINES, LOT_PARENTS, LOT_TITLES, PARAM_1, PARAM_3_VALUES, REGIONS,
+from ..store import atomic_path
+from .avito_texts import draw_texts
+from .avito_vocab import (ADJECTIVES, BRANDS, CATEGORIES, GENERIC_PARAM_1, LOT_LINES, LOT_PARENTS, LOT_TITLES, PARAM_1, PARAM_3_VALUES, REGIONS,
                           SIZES)
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,25 @@ class ImageSpec:
 
 def _hex_id(seed: int, kind: str, i: int, length: int) -> str:
     return hashlib.sha256(f"{seed}:{kind}:{i}".encode()).hexdigest()[:length]
+
+
+def previous_of_same(keys: np.ndarray) -> np.ndarray:
+    """Per row, the last earlier row with the same key (-1 for a key's first row)."""
+    order = np.argsort(keys, kind="stable")
+    previous = np.full(len(keys), -1)
+    same = keys[order[1:]] == keys[order[:-1]]
+    previous[order[1:][same]] = order[:-1][same]
+    return previous
+
+
+def repost_root(repost_of: np.ndarray) -> np.ndarray:
+    """Per row, the first listing of its repost chain (itself when it is no repost): what it copies."""
+    root = np.where(repost_of >= 0, repost_of, np.arange(len(repost_of)))
+    while True:  # pointer jumping: log2(longest chain) rounds
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            return root
+        root = nxt
 
 
 def _nice_price(x: np.ndarray) -> np.ndarray:
@@ -256,7 +276,7 @@ class AvitoGenerator:
     def listings(self) -> pd.DataFrame:
         rng = self.rng
         n = self.n_train + self.n_test + self.n_active
-        split = np.repeat(np.array(["train", "test", "active"]), [self.n_train, self.n_test, self.n_active])
+        split = np.repeat(np.array(["train", "test", "active"], dtype=object), [self.n_train, self.n_test, self.n_active])
         user = rng.choice(len(self.user_id), n, p=self.user_activity / self.user_activity.sum())
         cat = np.where(rng.random(n) < 0.8, self.user_cat[user], rng.choice(len(self.cat_name), n, p=self.cat_p))
         product = np.empty(n, dtype=int)
@@ -268,15 +288,14 @@ class AvitoGenerator:
         city = np.where(rng.random(n) < 0.9, self.user_city[user], rng.choice(len(self.city_names), n, p=self._city_p()))
         dates = np.where(split == "test", rng.choice(TEST_DATES.values, n), rng.choice(TRAIN_DATES.values, n))
         # reposts: a listing copies an earlier listing of the same seller (same product, title and picture)
+        # (one uniform per listing whose seller posted before, in listing order: the draws of a per-row loop)
+        previous = previous_of_same(user)
+        seen = np.flatnonzero(previous >= 0)
+        reposted = seen[rng.random(len(seen)) < 0.05]
         repost_of = np.full(n, -1)
-        last_of_user: dict[int, int] = {}
-        for i in range(n):
-            u = user[i]
-            if u in last_of_user and rng.random() < 0.05:
-                j = last_of_user[u]
-                repost_of[i] = j
-                cat[i], product[i], city[i] = cat[j], product[j], city[j]
-            last_of_user[u] = i
+        repost_of[reposted] = previous[reposted]
+        source = repost_root(repost_of)
+        cat, product, city = cat[source], product[source], city[source]
 
         frame = pd.DataFrame({"split": split, "user": user, "cat": cat, "product": product, "city": city,
                               "activation_date": pd.to_datetime(dates), "repost_of": repost_of})
@@ -300,56 +319,33 @@ class AvitoGenerator:
         return frame
 
     def _texts(self, frame: pd.DataFrame) -> pd.DataFrame:
-        rng = self.rng
+        """Titles, descriptions and their planted effect (:mod:`.avito_texts`); a repost shows its first
+        listing's title."""
         n = len(frame)
-        titles, descriptions, text_effect = [], [], np.zeros(n)
-        no_desc = rng.random(n) < 0.067
-        for i, row in enumerate(frame.itertuples(index=False)):
-            j = row.repost_of
-            cond, cond_eff = CONDITION_PHRASES[rng.integers(len(CONDITION_PHRASES))]
-            deal, deal_eff = DEAL_PHRASES[rng.integers(len(DEAL_PHRASES))]
-            title = str(self.prod_name[row.product])
-            if deal == "Срочно!" and rng.random() < 0.4:
-                title = "СРОЧНО! " + title
-            if j >= 0:
-                title = titles[j]
-            titles.append(title[:1].upper() + title[1:])
-            effect = cond_eff + deal_eff
-            if no_desc[i]:
-                descriptions.append(None)
-                text_effect[i] = deal_eff * ("СРОЧНО" in title) - 0.4
-                continue
-            lines = [f"{title}. {cond}"]
-            if self.cat_name[row.cat] in CLOTHES:
-                lines.append(f"Размер {rng.choice(['42', '44', '46', '48', '50', '110', '116', '128'])}.")
-            elif rng.random() < 0.2:
-                lines.append(f"Размеры {rng.integers(40, 220)}х{rng.integers(40, 220)} см.")
-            if not math.isnan(row.price) and rng.random() < 0.35:
-                lines.append(f"Цена {int(row.price)} руб.")
-            if deal:
-                lines.append(deal)
-            n_fill = rng.integers(0, 4) if rng.random() < 0.85 else rng.integers(4, len(FILLER_PHRASES) + 1)
-            fillers = rng.choice(FILLER_PHRASES, n_fill, replace=False)
-            lines += list(fillers)
-            if rng.random() < 0.15:
-                lines.append(f"Тел. 8-9{rng.integers(10, 99)}-{rng.integers(100, 999)}-{rng.integers(10, 99)}-{rng.integers(10, 99)}")
-            text = "\n".join(lines) if rng.random() < 0.7 else " ".join(lines)
-            descriptions.append(text)
-            text_effect[i] = effect + 0.08 * (len(lines) - 3)
+        no_desc = self.rng.random(n) < 0.067
+        titles, descriptions, effect = draw_texts(
+            self.rng, self.prod_name, frame["product"].to_numpy(), repost_root(frame["repost_of"].to_numpy()),
+            np.isin(self.cat_name[frame["cat"].to_numpy()], list(CLOTHES)), frame["price"].to_numpy(float), no_desc)
         frame["title"] = titles
         frame["description"] = descriptions
-        frame["text_effect"] = text_effect
+        frame["text_effect"] = effect
         return frame
 
     def _params(self, frame: pd.DataFrame) -> pd.DataFrame:
         rng = self.rng
         n = len(frame)
         cat_names = self.cat_name[frame["cat"].to_numpy()]
-        p1 = [str(rng.choice(PARAM_1.get(c, GENERIC_PARAM_1))) for c in cat_names]
-        frame["param_1"] = np.where(rng.random(n) < 0.044, None, np.array(p1, dtype=object))
-        p2 = np.where(np.isin(cat_names, list(CLOTHES)), rng.choice(SIZES, n), rng.choice(BRANDS, n))
+        # each category's param_1 values side by side: a row draws an offset into its category's stretch
+        options = [PARAM_1.get(c, GENERIC_PARAM_1) for c in self.cat_name]
+        starts = np.cumsum([0] + [len(o) for o in options])
+        flat = np.array([v for o in options for v in o], dtype=object)
+        cat = frame["cat"].to_numpy()
+        p1 = flat[starts[cat] + rng.integers(0, starts[cat + 1] - starts[cat])]
+        frame["param_1"] = np.where(rng.random(n) < 0.044, None, p1)
+        p2 = np.where(np.isin(cat_names, list(CLOTHES)), rng.choice(np.array(SIZES, dtype=object), n),
+                      rng.choice(np.array(BRANDS, dtype=object), n))
         frame["param_2"] = np.where(rng.random(n) < 0.447, None, p2.astype(object))
-        frame["param_3"] = np.where(rng.random(n) < 0.594, None, rng.choice(PARAM_3_VALUES, n).astype(object))
+        frame["param_3"] = np.where(rng.random(n) < 0.594, None, rng.choice(np.array(PARAM_3_VALUES, dtype=object), n))
         return frame
 
     def _images(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -361,16 +357,18 @@ class AvitoGenerator:
         colour = self.prod_colour[frame["product"].to_numpy()].copy()
         recolour = rng.random(n) < 0.25  # sellers photograph other variants too
         colour[recolour] = rng.integers(0, len(COLOURS), int(recolour.sum()))
-        repost = frame["repost_of"].to_numpy()
-        for i in np.flatnonzero(repost >= 0):
-            sharp[i], bright[i], colour[i], has_image[i] = sharp[repost[i]], bright[repost[i]], colour[repost[i]], has_image[repost[i]]
+        # a repost shows its first listing's picture
+        source = repost_root(frame["repost_of"].to_numpy())
+        sharp, bright, colour, has_image = sharp[source], bright[source], colour[source], has_image[source]
         colour_effect = np.array([c[1] for c in COLOURS])[colour]
         image_effect = np.where(has_image, 0.7 * (sharp - 0.66) + 0.5 * (bright - 0.6) + colour_effect, -0.5)
         shape = self.prod_shape[frame["product"].to_numpy()]
         klass = (frame["cat"].to_numpy() * 61 + shape * 7 + colour) % 3067
         noisy = rng.random(n) < 0.15
         klass[noisy] = rng.integers(0, 3067, int(noisy.sum()))
-        frame["image"] = [(_hex_id(self.seed, "image", i, 64) if has_image[i] else None) for i in range(n)]
+        image = np.full(n, None, dtype=object)
+        image[has_image] = [_hex_id(self.seed, "image", i, 64) for i in np.flatnonzero(has_image)]
+        frame["image"] = image
         frame["image_top_1"] = np.where(has_image, klass.astype(float), np.nan)
         frame["has_image"] = has_image
         frame["img_sharp"], frame["img_bright"], frame["img_colour"] = sharp, bright, colour
@@ -412,14 +410,17 @@ class AvitoGenerator:
         active = frame[frame["split"] == "active"]
         q = self.user_quality[active["user"].to_numpy()]
         times = 1 + rng.poisson(np.exp(-0.3 - 0.4 * q))
-        rows = []
-        for item, start, k, qi in zip(active["item_id"], active["activation_date"], times, q):
-            day = start
-            for _ in range(k):
-                up = int(np.clip(rng.geometric(1 / np.exp(1.8 - 0.35 * qi)), 1, 20))
-                rows.append((item, start, day, day + pd.Timedelta(days=up)))
-                day = day + pd.Timedelta(days=up + int(rng.integers(1, 6)))
-        return pd.DataFrame(rows, columns=["item_id", "activation_date", "date_from", "date_to"])
+        # one row per period; an item's periods follow each other with a gap of 1-5 days
+        item = np.repeat(np.arange(len(active)), times)
+        up = np.clip(rng.geometric(1 / np.exp(1.8 - 0.35 * q[item])), 1, 20)
+        step = up + rng.integers(1, 6, len(item))
+        before = np.cumsum(step) - step  # days of all earlier periods, of this and earlier items
+        first = np.cumsum(times) - times
+        offset = before - before[first][item]
+        start = active["activation_date"].to_numpy()[item]
+        date_from = start + offset.astype("timedelta64[D]")
+        return pd.DataFrame({"item_id": active["item_id"].to_numpy()[item], "activation_date": start,
+                             "date_from": date_from, "date_to": date_from + up.astype("timedelta64[D]")})
 
     # -- output ---------------------------------------------------------------------------------------
     def build(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -431,12 +432,13 @@ class AvitoGenerator:
         frame = self._images(frame)
         frame["deal_probability"] = self._target(frame)
         u, c, ci = frame["user"].to_numpy(), frame["cat"].to_numpy(), frame["city"].to_numpy()
-        frame["user_id"] = self.user_id[u]
-        frame["user_type"] = USER_TYPES[self.user_type[u]]
-        frame["parent_category_name"] = self.cat_parent[c]
-        frame["category_name"] = self.cat_name[c]
-        frame["city_name"] = self.city_names[ci]
-        frame["region"] = self.region_names[self.city_region[ci]]
+        # object arrays indexed per row share one str per value (a numpy str array would make one per row)
+        frame["user_id"] = self.user_id.astype(object)[u]
+        frame["user_type"] = USER_TYPES.astype(object)[self.user_type[u]]
+        frame["parent_category_name"] = self.cat_parent.astype(object)[c]
+        frame["category_name"] = self.cat_name.astype(object)[c]
+        frame["city_name"] = self.city_names.astype(object)[ci]
+        frame["region"] = self.region_names.astype(object)[self.city_region[ci]]
         frame["item_seq_number"] = frame["seq"]
         periods = self._periods(frame)
         return self._lots(frame), periods
@@ -533,6 +535,14 @@ KAGGLE_COLUMNS = ["item_id", "user_id", "region", "city", "parent_category_name"
                   "user_type", "image", "image_top_1"]
 
 
+def _polars_column(name: str, column: pd.Series) -> pl.Series:
+    """A pandas column as polars: str/None objects as strings (not inferred from the first values), NaN as null
+    (an empty CSV field, as pandas writes it)."""
+    if column.dtype == object:
+        return pl.Series(name, column.tolist(), dtype=pl.String)
+    return pl.Series(name, column.to_numpy(), nan_to_null=True)
+
+
 def write_avito(out: Path | str, rows: int, seed: int = 42, n_jobs: int = 2, images: bool = True,
                 image_size: tuple[int, int] = (160, 120), lots: float = 0.0) -> dict[str, int]:
     """Write a Kaggle-format Avito dataset of ``rows`` training rows to ``out``; returns row counts.
@@ -541,28 +551,36 @@ def write_avito(out: Path | str, rows: int, seed: int = 42, n_jobs: int = 2, ima
     out.mkdir(parents=True, exist_ok=True)
     gen = AvitoGenerator(rows, seed, image_size, lots)
     frame, periods = gen.build()
-    frame = frame.rename(columns={"city": "city_index"}).rename(columns={"city_name": "city"})
-    frame["activation_date"] = frame["activation_date"].dt.strftime("%Y-%m-%d")
-    order = np.random.default_rng(seed + 1).permutation(len(frame))
-    frame = frame.iloc[order]
-    tables = {
-        "train.csv": frame.loc[frame["split"] == "train", KAGGLE_COLUMNS + ["deal_probability"]],
-        "test.csv": frame.loc[frame["split"] == "test", KAGGLE_COLUMNS],
-        "train_active.csv": frame.loc[frame["split"] == "active", [c for c in KAGGLE_COLUMNS if c not in ("image", "image_top_1")]],
-    }
-    periods = periods.assign(**{c: periods[c].dt.strftime("%Y-%m-%d") for c in ("activation_date", "date_from", "date_to")})
-    tables["periods_train.csv"] = periods
     if images:
-        specs = gen.image_specs(frame.sort_index(), out)
+        specs = gen.image_specs(frame, out)
         for split in ("train", "test"):
             (out / f"{split}_jpg").mkdir(exist_ok=True)
         batches = [specs[i:i + 500] for i in range(0, len(specs), 500)]
         with tqdm(total=len(specs), desc="drawing images", unit="img", leave=False) as bar:
             for done in Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_draw_batch)(b) for b in batches):
                 bar.update(done)
-    # train.csv last: its presence means the dataset is complete
-    for name in sorted(tables, key=lambda n: n == "train.csv"):
-        write_text(out / name, tables[name].to_csv(index=False))
-    counts = {name: len(t) for name, t in tables.items()}
+    # only the Kaggle columns go on, in polars (compact strings; its CSV bytes equal pandas' to_csv); each table is
+    # gathered in the shuffled order, written and dropped in turn
+    frame = frame.rename(columns={"city": "city_index", "city_name": "city"})
+    # column by column, each dropped from the frame once copied (a whole-frame copy doubled the peak memory)
+    kaggle = pl.DataFrame([_polars_column(c, frame.pop(c)) for c in KAGGLE_COLUMNS + ["deal_probability", "split"]])
+    del frame
+    kaggle = kaggle.with_columns(pl.col("activation_date").dt.strftime("%Y-%m-%d"))
+    order = np.random.default_rng(seed + 1).permutation(kaggle.height)
+    split = kaggle["split"].to_numpy()[order]
+    tables = [  # (file, split, columns); train.csv last: its presence means the dataset is complete
+        ("test.csv", "test", KAGGLE_COLUMNS),
+        ("train_active.csv", "active", [c for c in KAGGLE_COLUMNS if c not in ("image", "image_top_1")]),
+        ("train.csv", "train", KAGGLE_COLUMNS + ["deal_probability"]),
+    ]
+    counts = {"periods_train.csv": len(periods)}
+    with atomic_path(out / "periods_train.csv") as tmp:
+        pl.from_pandas(periods).with_columns(
+            pl.col("activation_date", "date_from", "date_to").dt.strftime("%Y-%m-%d")).write_csv(tmp)
+    for name, part, cols in tables:
+        rows = order[split == part]
+        with atomic_path(out / name) as tmp:
+            kaggle.select(cols)[rows].write_csv(tmp)
+        counts[name] = len(rows)
     log.info("make-data avito: %s to %s", ", ".join(f"{k} {v}" for k, v in counts.items()), out)
     return counts

@@ -180,10 +180,30 @@ class FeatureBlock:
         raise NotImplementedError
 
 
+class StoredOutputs(Mapping):
+    """Block outputs by name: a block held in memory is returned as is, a stored one (a path) is read back from
+    the store on each access, so that a run holds only the blocks the current step reads (a model's matrix, a
+    block's inputs) instead of every block at once."""
+
+    def __init__(self, *sources: dict[str, "BlockOutput | Path"]):
+        self._items = {k: v for source in sources for k, v in source.items()}
+
+    def __getitem__(self, name: str) -> BlockOutput:
+        item = self._items[name]
+        return BlockOutput.load(item) if isinstance(item, Path) else item
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass
 class _Built:
     keys: dict[str, str] = field(default_factory=dict)
-    outputs: dict[str, BlockOutput] = field(default_factory=dict)
+    # a BlockOutput, or the store folder it is read back from (BlockCache(hold=False))
+    outputs: dict[str, "BlockOutput | Path"] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     reused: dict[str, bool] = field(default_factory=dict)
 
@@ -193,17 +213,19 @@ class BlockCache:
 
     One cache per target (:meth:`for_target`): blocks that neither read the target nor depend on a block that does
     are built once and shared by the caches of all targets; the others are built per target, on its folds.
+    ``hold=False``: a block's output is not kept in memory once stored; :attr:`outputs` reads it back when asked
+    (the full-size run's memory: only the blocks one step reads are loaded at a time).
     """
 
     def __init__(self, data: Dataset, store: Store, seed: int, target: TargetData | None = None,
-                 _shared: _Built | None = None):
-        self.data, self.store, self.seed, self.target = data, store, seed, target
+                 _shared: _Built | None = None, hold: bool = True):
+        self.data, self.store, self.seed, self.target, self.hold = data, store, seed, target, hold
         self._shared = _shared if _shared is not None else _Built()
         self._own = _Built()
 
     def for_target(self, target: TargetData) -> "BlockCache":
         """A cache for ``target`` that shares this cache's target-free blocks."""
-        return BlockCache(self.data, self.store, self.seed, target, self._shared)
+        return BlockCache(self.data, self.store, self.seed, target, self._shared, self.hold)
 
     def _merged(self, attr: str) -> dict:
         return {**getattr(self._shared, attr), **getattr(self._own, attr)}
@@ -213,8 +235,8 @@ class BlockCache:
         return self._merged("keys")
 
     @property
-    def outputs(self) -> dict[str, BlockOutput]:
-        return self._merged("outputs")
+    def outputs(self) -> StoredOutputs:
+        return StoredOutputs(self._shared.outputs, self._own.outputs)
 
     @property
     def seconds(self) -> dict[str, float]:
@@ -231,7 +253,7 @@ class BlockCache:
         """The output of ``block``; ``resolve(name)`` returns the configured block a dependency names."""
         built = self._own if self._target_specific(block, resolve) else self._shared
         if block.name in built.outputs:
-            return built.outputs[block.name]
+            return StoredOutputs(built.outputs)[block.name]
         inputs = {dep: self.get(resolve(dep), resolve) for dep in block.depends_on}
         if block.reads_target:
             if self.target is None:
@@ -259,7 +281,7 @@ class BlockCache:
             log.info("features: %s built %s in %.1fs", block.name, key, time.perf_counter() - start)
         built.seconds[block.name] = time.perf_counter() - start
         built.keys[block.name] = key
-        built.outputs[block.name] = output
+        built.outputs[block.name] = output if self.hold else path
         return output
 
 

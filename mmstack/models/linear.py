@@ -14,11 +14,13 @@ class RidgeModel(Level1Model):
     """Ridge (regression) or logistic regression (classification, multinomial) on the sparse blocks (CSR)."""
 
     key = "ridge"
-    version = "2"
+    version = "3"
     input_kind = "sparse"
     default_params = {
         "alpha": 3.0,  # ridge penalty; logistic regression uses C = 1 / alpha
-        "solver": "auto",  # ridge's solver (logistic regression uses lbfgs)
+        # ridge's solver (logistic regression uses lbfgs). lsqr: at 50k -> 200k rows of TF-IDF its time grew as
+        # n^1.06 against n^1.36 for "auto" (sparse_cg), at half the time and the same CV to 5 digits
+        "solver": "lsqr",
         "max_iter": 1000,
         "class_weight": "",  # classification: "balanced" weighs classes by inverse frequency
     }

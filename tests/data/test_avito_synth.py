@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -113,3 +114,32 @@ def test_written_files_are_kaggle_format(tiny_avito_dir):
     active = pd.read_csv(tiny_avito_dir / "train_active.csv")
     assert set(periods["item_id"]) <= set(active["item_id"])
     assert "deal_probability" not in active.columns and "image" not in active.columns
+
+
+def test_bulk_helpers_match_a_row_loop():
+    from mmstack.data.avito_synth import previous_of_same, repost_root
+
+    keys = np.random.default_rng(0).integers(0, 7, 200)
+    last, expected = {}, []
+    for i, k in enumerate(keys):
+        expected.append(last.get(k, -1))
+        last[k] = i
+    assert previous_of_same(keys).tolist() == expected
+    repost_of = np.array([-1, 0, 1, -1, 3, 2, -1])
+    assert repost_root(repost_of).tolist() == [0, 0, 0, 3, 3, 0, 6]
+
+
+def test_reposts_copy_their_first_listing_and_periods_follow_each_other(world):
+    frame, periods = world
+    reposts = frame.index[frame["repost_of"] >= 0]
+    assert 0.02 < len(reposts) / len(frame) < 0.08
+    source = frame.loc[frame.loc[reposts, "repost_of"]]
+    for col in ("title", "product", "cat", "city", "has_image", "img_colour", "img_sharp"):
+        assert (frame.loc[reposts, col].to_numpy() == source[col].to_numpy()).all(), col
+    per = periods.sort_values(["item_id", "date_from"])
+    up = (per["date_to"] - per["date_from"]).dt.days
+    assert up.between(1, 20).all()
+    first = ~per["item_id"].duplicated()
+    assert (per.loc[first, "date_from"] == per.loc[first, "activation_date"]).all()
+    gap = (per["date_from"] - per.groupby("item_id")["date_to"].shift()).dt.days[~first]
+    assert gap.between(1, 5).all() and gap.nunique() == 5

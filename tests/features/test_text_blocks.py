@@ -23,6 +23,11 @@ def test_text_stats_values():
 def test_title_words_in_description():
     share = title_words_in_description(pd.Series(["Коляска зимняя", "Диван"]), pd.Series(["коляска летняя", None]))
     assert share[0] == 0.5 and np.isnan(share[1])
+    titles = pd.Series(["Ёлка НОВАЯ_2 x²", "café-bar 5", None, "", "a a b"])
+    descriptions = pd.Series(["ёлка новая_2 и x²", "CAFÉ bar", "x", None, "b c"])
+    shares = title_words_in_description(titles, descriptions)
+    np.testing.assert_array_equal(shares, [1.0, 2 / 3, np.nan, np.nan, 0.5])
+    np.testing.assert_array_equal(title_words_in_description(titles, descriptions, chunk=2), shares)
 
 
 def test_prepare_texts_masks_and_lemmatises():
