@@ -177,12 +177,16 @@ def avito_case(rows: int, args, ag_python: Path) -> dict:
 def flickr_pair_features(case_dir: Path, args) -> tuple[Path, Path]:
     """The kit's pair features of the case (read back from the kit's store: built by its run, so cached) as
     AutoGluon's tables: the label-free pair_match block and caption_bridge (out of fold for the training pairs,
-    like any stacking feature), plus the target for the training pairs."""
+    like any stacking feature) where the kit's run built them, plus the target for the training pairs."""
     from mmstack.config import Config
     from mmstack.pipeline import Timer, build_features, prepare
     from mmstack.store import Store
 
     cfg = Config.load(ROOT / "configs" / "relevance.toml", args.overrides)
+    # the blocks the kit's run built: one its time limit skipped is not handed to AutoGluon either
+    metrics = json.loads((case_dir / "kit" / "submissions" / "latest" / "metrics.json").read_text())
+    skipped = {s["name"] for s in (metrics.get("budget") or {}).get("skipped", []) if s["kind"] == "block"}
+    cfg.put("features.blocks", [b for b in cfg.blocks if b not in skipped])
     store = Store(case_dir / "kit")
     _, data, targets = prepare(cfg, case_dir / "input", store, Timer())
     cache = build_features(cfg, data, store, targets)[targets[0].target.name]
