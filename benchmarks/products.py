@@ -108,7 +108,8 @@ def myntra(folder: Path, work: Path, overrides: list[str], compare_labels: tuple
     rows = data.all_rows()
     texts = [f"{t} {a or ''}" for t, a in zip(rows["title"], rows["attributes"])]
     lines = ["| label | n | classes | TF-IDF + LR (baseline) | (a) LR on embedding | (a) MLP on embedding | "
-             "(b) full kit, stacked | (b) - baseline |", "|---|---|---|---|---|---|---|---|"]
+             "(a) LR on label-free embedding | (a) LR - baseline | (b) full kit, stacked | (b) - baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     baseline = {}
     start_b = time.perf_counter()
     for t in targets:
@@ -121,6 +122,8 @@ def myntra(folder: Path, work: Path, overrides: list[str], compare_labels: tuple
         lines.append(f"| {name} | {p['n']} | {p['n_classes']} | {baseline[name]:.4f} | "
                      f"{p['embedding']['logreg']['f1_macro']:.4f} | "
                      f"{p['embedding']['mlp']['f1_macro'] if 'mlp' in p['embedding'] else float('nan'):.4f} | "
+                     f"{p.get('embedding_label_free', {}).get('logreg', {}).get('f1_macro', float('nan')):.4f} | "
+                     f"{p['embedding']['logreg']['f1_macro'] - baseline[name]:+.4f} | "
                      f"{p['kit']['f1_macro']:.4f} | {p['kit']['f1_macro'] - baseline[name]:+.4f} |")
         print(lines[-1])
     compared = [t for t in targets if t.target.name in compare_labels]
