@@ -4,8 +4,9 @@
                                   [--set key=value ...] [--only myntra|shopee]
 
 Myntra (``myntra/``, about 6,000 fashion products with one 224 px photo each): the products pipeline
-(``configs/products.toml`` at 224 px, 5 folds grouped by product, stratified) gives per label the macro F1 of
-protocol (a) (logistic regression and a small MLP on the embedding alone, out of fold) and protocol (b) (the kit's
+(``configs/products.toml`` at 160 px, 5 folds grouped by product, stratified) gives per label the macro F1 of
+protocol (a) (logistic regression and a small MLP on the embedding alone, out of fold; with ``[proxy] supervised``
+on the nested supervised embedding, beside the label-free one's logistic regression) and protocol (b) (the kit's
 level-1 models on every block plus the embedding, stacked). In the same run, on the same folds: a TF-IDF +
 logistic regression baseline (word 1-2-grams and char 2-5-grams of title and attributes), and protocol (a) on
 other embeddings of the same width (image only, text only, the two concatenated, each tower alone) to show what
