@@ -94,6 +94,9 @@ SETTINGS: dict[str, Setting] = {
     "proxy.logreg_c": Setting("float", 1e-6, 1e6),
     "proxy.mlp_hidden": Setting("int", 1, 100_000),
     "proxy.mlp_alpha": Setting("float", 0.0, 1e3),
+    "proxy.supervised": Setting("bool"),  # products: fusion net with label heads, nested for the proxy figures
+    "proxy.head_weight": Setting("float", 0.0, 1e3),
+    "proxy.class_power": Setting("float", 0.0, 2.0),
     "duplicates.candidates": Setting("int", 1, 1000),  # products: neighbours per listing and source
     "duplicates.max_hamming": Setting("int", 0, 64),
     "duplicates.method": Setting("str", choices=("pairs", "tfidf", "embedding")),
@@ -101,6 +104,10 @@ SETTINGS: dict[str, Setting] = {
     "duplicates.recall_k": Setting("int", 1, 1000),
     "duplicates.threshold": Setting("float", -1.0, 1.0),  # embedding cosine when no group is labelled
     "duplicates.examples": Setting("int", 0, 100),
+    "duplicates.title_metric": Setting("bool"),  # products: supervised title metric learned on labelled groups
+    "duplicates.metric_components": Setting("int", 1, 4096),
+    "duplicates.metric_shrink": Setting("float", 0.0, 1.0),
+    "duplicates.metric_dim": Setting("int", 1, 4096),
 }
 
 

@@ -33,10 +33,13 @@ log = logging.getLogger(__name__)
 
 NO_HASH_DISTANCE = 64
 NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-DEFAULTS = {"candidates": 30, "max_hamming": 8, "method": "pairs", "n_folds": 5, "seed": 42, "recall_k": 10}
+DEFAULTS = {"candidates": 30, "max_hamming": 8, "method": "pairs", "n_folds": 5, "seed": 42, "recall_k": 10,
+            "title_metric": True, "metric_components": 384, "metric_shrink": 0.5, "metric_dim": 384}
 FEATURES = ["emb_cos", "emb_rank", "emb_rank_back", "emb_gap", "emb_gap_back", "word_cos", "word_rank",
             "word_rank_back", "word_gap", "word_gap_back", "char_cos", "hamming", "both_images", "numbers_same",
             "numbers_jaccard", "len_ratio", "shared_neighbours", "emb_qe_cos", "word_qe_cos"]
+# pair features of the supervised title metric (:mod:`mmstack.products.title_metric`), when it is used
+METRIC_FEATURES = ["lrn_cos", "lrn_rank", "lrn_rank_back", "lrn_gap", "lrn_gap_back", "lrn_qe_cos"]
 EXPAND, SHARED_K = 2, 10
 NEGATIVES_PER_POSITIVE = 6  # neighbours added in query expansion; neighbour-list length for shared neighbours
 
@@ -51,6 +54,14 @@ class DuplicateInputs:
     word: sp.csr_matrix | None = None  # unit-row TF-IDF of titles, filled by :meth:`fit_text`
     char: sp.csr_matrix | None = None
     numbers: list[frozenset] = field(default_factory=list)
+    metric_features: np.ndarray | None = None  # label-free inputs of the supervised title metric
+
+    def fit_metric_features(self, components: int, seed: int) -> "DuplicateInputs":
+        """Compute the title metric's features (title TF-IDF SVD next to the embedding; no labels involved)."""
+        from .title_metric import title_features
+
+        self.metric_features = title_features(self.titles, self.embedding, components, seed)
+        return self
 
     def fit_text(self) -> "DuplicateInputs":
         """Fit the title TF-IDF vectorisers on every row's title (no labels involved)."""
@@ -209,8 +220,11 @@ def _neighbour_features(feats: dict, name: str, cos: np.ndarray, ids: np.ndarray
     feats[f"{name}_gap"] = best[i] - cos
     feats[f"{name}_gap_back"] = best[j] - cos
 
-def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any]) -> Candidates:
-    """Candidate pairs among the rows ``pool`` (row ids), both directions, with :data:`FEATURES`."""
+def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any],
+               learned: np.ndarray | None = None) -> Candidates:
+    """Candidate pairs among the rows ``pool`` (row ids), both directions, with :data:`FEATURES`; with
+    ``learned`` (the pool's rows embedded by a title metric fitted on other pools' groups) also its ``k``
+    nearest neighbours and :data:`METRIC_FEATURES`."""
     k = params["candidates"]
     n = len(pool)
     emb = np.ascontiguousarray(inputs.embedding[pool], np.float32)
@@ -219,8 +233,11 @@ def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any]
     e_sims, e_ids = _dense_top(emb, k)
     w_sims, w_ids = _sparse_top(word, k)
     h_i, h_j = _hash_pairs(phash, params["max_hamming"])
-    i = np.concatenate([np.repeat(np.arange(n), e_ids.shape[1]), np.repeat(np.arange(n), w_ids.shape[1]), h_i])
-    j = np.concatenate([e_ids.ravel(), w_ids.ravel(), h_j])
+    l_sims, l_ids = _dense_top(np.ascontiguousarray(learned, np.float32), k) if learned is not None else (
+        np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64))
+    i = np.concatenate([np.repeat(np.arange(n), e_ids.shape[1]), np.repeat(np.arange(n), w_ids.shape[1]),
+                        np.repeat(np.arange(n), l_ids.shape[1]), h_i])
+    j = np.concatenate([e_ids.ravel(), w_ids.ravel(), l_ids.ravel(), h_j])
     # both directions: a pair found from either side is scored from both
     keys = np.unique(np.concatenate([i * n + j, j * n + i]))
     i, j = keys // n, keys % n
@@ -251,7 +268,12 @@ def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any]
     feats["shared_neighbours"] = np.asarray(lists[i].multiply(lists[j]).sum(axis=1)).ravel()
     feats["emb_qe_cos"] = _expanded_cos(emb, (e_sims, e_ids), i, j)
     feats["word_qe_cos"] = _expanded_cos(word, (w_sims, w_ids), i, j)
-    frame = pd.DataFrame({name: np.asarray(feats[name], np.float32) for name in FEATURES})
+    names = FEATURES
+    if learned is not None:
+        _neighbour_features(feats, "lrn", np.einsum("ij,ij->i", learned[i], learned[j]), l_ids, l_sims, i, j, n, k)
+        feats["lrn_qe_cos"] = _expanded_cos(learned, (l_sims, l_ids), i, j)
+        names = FEATURES + METRIC_FEATURES
+    frame = pd.DataFrame({name: np.asarray(feats[name], np.float32) for name in names})
     return Candidates(i.astype(np.int64), j.astype(np.int64), frame)
 
 
@@ -292,8 +314,8 @@ def pair_scores(model, c: Candidates, method: str) -> np.ndarray:
     else:
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(1):
-            raw = model.predict_proba(c.features)[:, 1]
+        with threadpool_limits(1):  # columns as fitted (a pool without the title metric gives NaN there)
+            raw = model.predict_proba(c.features.reindex(columns=model.feature_name_))[:, 1]
     n = int(max(c.i.max(initial=-1), c.j.max(initial=-1))) + 1
     keys = c.i * n + c.j
     back = np.searchsorted(keys, c.j * n + c.i)  # keys are sorted (np.unique) and both directions exist
@@ -412,6 +434,7 @@ class MatchResult:
     threshold: float
     examples: list[tuple[int, list[int]]] = field(default_factory=list)  # (row id, matched row ids) from CV
     floor: float = np.inf  # a listing with no match keeps its best candidate scoring at least this
+    metric: Any = None  # the title metric fitted on every labelled group (GroupMetric), or None
 
 
 @dataclass
@@ -422,16 +445,37 @@ class FoldPools:
     cands: list[Candidates]
 
 
+def uses_metric(inputs: DuplicateInputs, params: dict[str, Any]) -> bool:
+    """Whether the pair classifier reads the supervised title metric (see :mod:`mmstack.products.title_metric`)."""
+    return bool(params["method"] == "pairs" and params["title_metric"] and inputs.metric_features is not None)
+
+
+def _learned(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray, fit_on: np.ndarray, embed: np.ndarray,
+             params: dict[str, Any]) -> np.ndarray | None:
+    """The rows ``rows[embed]`` embedded by the title metric fitted on the groups of ``rows[fit_on]``."""
+    from .title_metric import fit_group_metric
+
+    metric = fit_group_metric(inputs.metric_features[rows[fit_on]], groups[fit_on], params["metric_shrink"],
+                              params["metric_dim"])
+    return None if metric is None else metric.transform(inputs.metric_features[rows[embed]])
+
+
 def fold_pools(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray,
                params: dict[str, Any] | None = None) -> FoldPools:
     """Split the labelled ``rows`` into GroupKFold pools and find each pool's candidates (no group is read but
-    for the split). Reusable across decision methods with the same candidate settings."""
+    for the split, and, with the title metric, by the metric fitted on the other pools' groups). Reusable across
+    decision methods with the same candidate settings."""
     p = {**DEFAULTS, **(params or {})}
     groups = np.asarray(groups).astype(str)
     n_folds = min(p["n_folds"], len(np.unique(groups)))
     fold = group_folds(groups, n_folds, p["seed"])
     pools = [np.flatnonzero(fold == k) for k in range(n_folds)]
-    return FoldPools(pools, [candidates(inputs, rows[pool], p) for pool in pools])
+    metric = uses_metric(inputs, p)
+    cands = []
+    for k, pool in enumerate(pools):
+        learned = _learned(inputs, rows, groups, np.flatnonzero(fold != k), pool, p) if metric else None
+        cands.append(candidates(inputs, rows[pool], p, learned))
+    return FoldPools(pools, cands)
 
 
 def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray,
@@ -448,20 +492,27 @@ def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray
     n_folds = len(pools)
     pool_groups = [groups[pool] for pool in pools]
     method = p["method"]
+    metric = uses_metric(inputs, p)
     fold_scores, fold_recalls, thresholds, floors, examples = [], [], [], [], []
     pair_recall = []
     for k in range(n_folds):
         others = [j for j in range(n_folds) if j != k]
         model = None
         if method == "pairs" and len(others) >= 2:
+            train = {j: cands[j] for j in others}
+            if metric:  # nested: each training pool embedded by a metric fitted neither on it nor on pool k
+                train = {j: candidates(inputs, rows[pools[j]], p, _learned(
+                    inputs, rows, groups, np.concatenate([pools[i] for i in others if i != j]), pools[j], p))
+                    for j in others}
             # threshold on a held-out training pool, scored by a classifier fitted on the remaining ones
             inner = others[-1]
             rest = others[:-1]
-            inner_model = fit_pairs([cands[j] for j in rest], [pool_groups[j] for j in rest], p["seed"])
-            inner_scores = pair_scores(inner_model, cands[inner], method)
-            t = best_threshold(cands[inner], inner_scores, pool_groups[inner])
-            floor = best_floor(cands[inner], inner_scores, pool_groups[inner], t)
-            model = fit_pairs([cands[j] for j in others], [pool_groups[j] for j in others], p["seed"])
+            inner_model = fit_pairs([train[j] for j in rest], [pool_groups[j] for j in rest], p["seed"])
+            inner_scores = pair_scores(inner_model, train[inner], method)
+            t = best_threshold(train[inner], inner_scores, pool_groups[inner])
+            floor = best_floor(train[inner], inner_scores, pool_groups[inner], t)
+            model = fit_pairs([train[j] for j in others], [pool_groups[j] for j in others], p["seed"])
+            del train
         else:
             ts = [best_threshold(cands[j], pair_scores(None, cands[j], method), pool_groups[j]) for j in others]
             t, floor = float(np.median(ts)), np.inf
@@ -479,13 +530,20 @@ def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray
         log.info("duplicates fold %d/%d: score %.4f, recall@%d %.4f (pool %d, threshold %.3f)", k + 1, n_folds,
                  fold_scores[-1], p["recall_k"], fold_recalls[-1], n, t)
     final = fit_pairs(cands, pool_groups, p["seed"]) if method == "pairs" else None
+    final_metric = None
+    if metric:
+        from .title_metric import fit_group_metric
+
+        final_metric = fit_group_metric(inputs.metric_features[rows], groups, p["metric_shrink"], p["metric_dim"])
     metrics = {"score": float(np.mean(fold_scores)), f"recall@{p['recall_k']}": float(np.mean(fold_recalls)),
                "folds": [round(s, 5) for s in fold_scores], "method": method, "n_folds": n_folds,
                "n_rows": int(len(rows)), "n_groups": int(len(np.unique(groups))),
                "pool_size": int(np.mean([len(pl) for pl in pools])), "candidate_recall": float(np.mean(pair_recall)),
                "thresholds": [round(t, 4) for t in thresholds], "seconds": round(time.perf_counter() - start, 2)}
     metrics["floors"] = [round(f, 4) if np.isfinite(f) else None for f in floors]
-    return MatchResult(metrics, final, float(np.median(thresholds)), examples, float(np.median(floors)))
+    metrics["title_metric"] = bool(metric)
+    return MatchResult(metrics, final, float(np.median(thresholds)), examples, float(np.median(floors)),
+                       final_metric)
 
 
 def _candidate_recall(c: Candidates, groups: np.ndarray) -> float:
@@ -501,6 +559,8 @@ def match_pool(inputs: DuplicateInputs, rows: np.ndarray, result: MatchResult,
     p = {**DEFAULTS, **(params or {})}
     if len(rows) == 0:
         return []
-    c = candidates(inputs, rows, p)
+    learned = (result.metric.transform(inputs.metric_features[rows])
+               if result.metric is not None and inputs.metric_features is not None else None)
+    c = candidates(inputs, rows, p, learned)
     scores = pair_scores(result.model, c, p["method"])
     return [[int(rows[m]) for m in ms] for ms in match_lists(c, scores, len(rows), result.threshold, result.floor)]

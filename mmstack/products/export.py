@@ -128,9 +128,14 @@ def export_from_config(config, input_dir: Path | None, workdir: Path | str, out:
     if config.task != "products":
         raise ConfigError(f"export-onnx exports the products task's embedding; {config.path} is task {config.task!r}")
     store = Store(workdir)
-    _, data, _ = prepare(config, resolve_input(config, input_dir), store, Timer())
+    from .supervised import final_embedder
+
+    _, data, targets = prepare(config, resolve_input(config, input_dir), store, Timer())
     resolve = lambda name: make_block(name, config.block_params(name))  # noqa: E731
-    output = BlockCache(data, store, config.seed).get(resolve("product_embed"), resolve)
+    cache = BlockCache(data, store, config.seed)
+    output = cache.get(resolve("product_embed"), resolve)
     image_size = resolve("product_images").params["image_size"]
     folder = Path(out) if out is not None else store.dir("models") / "products" / "onnx"
-    return folder, export_models(output.extras["embedder"], image_size, folder)
+    # the embedder the run wrote to embeddings.parquet (supervised on every labelled row when configured)
+    embedder = final_embedder(config, targets, output, cache.outputs.get("product_images"))
+    return folder, export_models(embedder, image_size, folder)

@@ -33,6 +33,25 @@ from ..threads import torch_threads
 log = logging.getLogger(__name__)
 
 IMAGE_DIM = 1280
+HEAD_SCALE = 16.0  # supervised heads read the unit fused embedding: logits = scale * (W z + b)
+
+
+@dataclass
+class LabelHead:
+    """One label column for a supervised head: codes per training row (-1: missing) and class weights."""
+
+    codes: torch.Tensor
+    n_classes: int
+    weights: torch.Tensor
+
+    @classmethod
+    def of(cls, codes: np.ndarray, n_classes: int, power: float) -> "LabelHead":
+        """Class weights (n / (k * count)) ** power over the labelled rows: rare classes (a few dozen children's
+        products among thousands) weigh more."""
+        codes = np.asarray(codes, np.int64)
+        counts = np.bincount(codes[codes >= 0], minlength=n_classes).astype(np.float64)
+        weights = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1) / n_classes) ** power, 0.0)
+        return cls(torch.as_tensor(codes), n_classes, torch.as_tensor(weights, dtype=torch.float32))
 
 
 def product_text(rows: pd.DataFrame, max_chars: int) -> list[str]:
@@ -241,11 +260,16 @@ def fit_embedder(params: dict[str, Any], rows: pd.DataFrame, image: np.ndarray, 
     return embedder, text, text_present, fused
 
 
-def _train(net: FusionNet, image: np.ndarray, text: np.ndarray, params: dict[str, Any], seed: int) -> list[float]:
-    """CLIP-style training on matching rows; returns the mean loss per epoch."""
+def _train(net: FusionNet, image: np.ndarray, text: np.ndarray, params: dict[str, Any], seed: int,
+           heads: list["LabelHead"] | None = None) -> list[float]:
+    """CLIP-style training on matching rows, plus each supervised head's weighted cross-entropy on the fused
+    embedding when ``heads`` are given; returns the mean loss per epoch."""
     generator = torch.Generator().manual_seed(seed)
     xi, xt = torch.as_tensor(image, dtype=torch.float32), torch.as_tensor(text, dtype=torch.float32)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+    heads = heads or []
+    layers = nn.ModuleList([nn.Linear(params["dim"], h.n_classes) for h in heads])
+    optimiser = torch.optim.AdamW(list(net.parameters()) + list(layers.parameters()), lr=params["lr"],
+                                  weight_decay=params["weight_decay"])
     epochs, batch = params["epochs"], min(params["batch_size"], len(xi))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs))
     history = []
@@ -263,6 +287,13 @@ def _train(net: FusionNet, image: np.ndarray, text: np.ndarray, params: dict[str
                     bt = bt + noise * bt.std(0, keepdim=True) * torch.randn(bt.shape, generator=generator)
                 zi, zt = net.towers(bi, bt)
                 loss = clip_loss(zi, zt, net.log_temperature)
+                if heads:
+                    fused = nn.functional.normalize(zi + zt, dim=1, eps=1e-8)
+                    for head, layer in zip(heads, layers):
+                        y = head.codes[idx]
+                        if bool((y >= 0).any()):  # -1: the row has no such label
+                            loss = loss + params["head_weight"] / len(heads) * nn.functional.cross_entropy(
+                                layer(fused) * HEAD_SCALE, y, weight=head.weights, ignore_index=-1)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -273,3 +304,31 @@ def _train(net: FusionNet, image: np.ndarray, text: np.ndarray, params: dict[str
     log.info("product_embed: contrastive loss %.3f -> %.3f over %d epochs on %d pairs", history[0], history[-1],
              epochs, len(xi))
     return history
+
+
+def supervised_embedder(embedder: ProductEmbedder, image: np.ndarray, image_present: np.ndarray, text: np.ndarray,
+                        text_present: np.ndarray, labels: dict[str, tuple[np.ndarray, int]], rows: np.ndarray,
+                        seed: int, head_weight: float, class_power: float) -> ProductEmbedder | None:
+    """The fusion net retrained with one softmax head per label column on the rows ``rows`` only (their codes in
+    ``labels[name] = (codes of every row, -1 where missing; number of classes)``), beside the contrastive loss.
+    The text featurisers are the label-free embedder's. None when the towers cannot be trained (too few products
+    with an image and a text, as on a titles-only catalogue).
+
+    Reads labels: a proxy figure of a row may only use an embedder fitted without that row (nested folds)."""
+    # at least four steps an epoch: the heads need updates that a one-batch epoch of a small catalogue lacks
+    params = {**embedder.params, "head_weight": head_weight,
+              "batch_size": min(embedder.params["batch_size"], max(64, len(rows) // 4))}
+    both = np.flatnonzero((image_present > 0) & (text_present > 0))
+    train = np.intersect1d(both, rows)
+    if embedder.linear or len(train) < params["min_pairs"]:
+        return None
+    torch.manual_seed(seed)
+    net = FusionNet(embedder.text_dim, params["dim"], params["hidden"], params["dropout"], False)
+    with torch.no_grad():
+        _set_scaler(net.image, image[np.flatnonzero(image_present > 0)])
+        _set_scaler(net.text, text[np.flatnonzero(text_present > 0)])
+    heads = [LabelHead.of(codes[train], n_classes, class_power) for codes, n_classes in labels.values()]
+    history = _train(net, image[train], text[train], params, seed, heads)
+    out = copy.copy(embedder)
+    out.state, out.history = copy.deepcopy(net.state_dict()), history
+    return out

@@ -11,6 +11,7 @@ import pandas as pd
 from ..pipeline import RunContext, TaskOutputs
 from ..store import write_parquet, write_text
 from . import duplicates as dup
+from . import supervised
 from .proxy import embedding_protocol, scores
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,24 @@ def embeddings_frame(ids: pd.Series, embedding: np.ndarray) -> pd.DataFrame:
 
 
 def proxy_entry(context: RunContext, embedding: np.ndarray) -> dict[str, Any]:
-    """Per label: n, classes, protocol (a) per classifier on the embedding alone, protocol (b) the stacked kit."""
+    """Per label: n, classes, protocol (a) per classifier on the embedding alone, protocol (b) the stacked kit.
+    With ``[proxy] supervised`` protocol (a) reads the nested supervised embeddings (:mod:`.supervised`) and the
+    label-free embedding's figures move to ``embedding_label_free``."""
     params = context.config.get("proxy") or {}
     kinds = tuple(params.get("classifiers", ["logreg", "mlp"]))
+    nested = supervised.nested_embeddings(context) if supervised.enabled(context.config) else None
+    label_free = embedding_of(context)
     out: dict[str, Any] = {}
     for r in context.runs:
         t = r.target
         entry = {"problem": t.problem, "n": int(len(r.data.y)), "n_classes": t.n_classes}
-        entry["embedding"] = embedding_protocol(embedding, r.data, params, context.config.seed, kinds)
+        if nested is not None:
+            entry["embedding"] = supervised.nested_protocol(*nested, r.data, params, context.config.seed, kinds)
+            # the label-free embedding for comparison: logistic regression only (the MLP costs most of the time)
+            entry["embedding_label_free"] = embedding_protocol(label_free, r.data, params, context.config.seed,
+                                                               kinds[:1])
+        else:
+            entry["embedding"] = embedding_protocol(embedding, r.data, params, context.config.seed, kinds)
         entry["kit"] = scores(t, r.data.y, r.stacked.oof)
         if t.name == "price_range" and "price_bins" in context.data.extras:
             bins = context.data.extras["price_bins"]
@@ -71,6 +82,8 @@ def find_duplicates(context: RunContext, embedding: np.ndarray) -> tuple[dict[st
     metrics: dict[str, Any] = {}
     examples: list = []
     if len(labelled) and groups.iloc[labelled].nunique() >= 2:
+        if params["title_metric"] and params["method"] == "pairs":
+            inputs.fit_metric_features(params["metric_components"], context.config.seed)
         result = dup.cross_validate(inputs, labelled, groups.iloc[labelled].to_numpy(), params)
         metrics, examples = result.metrics, result.examples
     else:  # no labelled groups to learn from: embedding cosine at a fixed threshold
@@ -87,6 +100,13 @@ def find_duplicates(context: RunContext, embedding: np.ndarray) -> tuple[dict[st
 def write_outputs(context: RunContext) -> TaskOutputs:
     """Write embeddings.parquet and duplicates.csv into the run folder; return the proxy metrics and report."""
     embedding = embedding_of(context)
+    if supervised.enabled(context.config):  # the supervised embedder fitted on every labelled row
+        block = context.cache.outputs[EMBED_BLOCK]
+        embedder = supervised.final_embedder(context.config, [r.data for r in context.runs], block,
+                                             context.cache.outputs.get(IMAGES_BLOCK))
+        if embedder is not block.extras["embedder"]:
+            embedding = embedder.embed(*supervised.tower_inputs(block, context.cache.outputs.get(IMAGES_BLOCK),
+                                                                len(embedding)))
     rows = context.data.all_rows()
     write_parquet(context.folder / "embeddings.parquet", embeddings_frame(rows["nm"], embedding))
     proxy = proxy_entry(context, embedding)

@@ -46,6 +46,23 @@ def _classifier(kind: str, params: dict[str, Any], seed: int):
         n_iter_no_change=10, validation_fraction=0.1, random_state=seed))
 
 
+def fit_predict(kind: str, Xl: np.ndarray, y: np.ndarray, train: np.ndarray, valid: np.ndarray, probs: np.ndarray,
+                params: dict[str, Any], seed: int) -> None:
+    """Fit a ``kind`` classifier on rows ``train`` of ``Xl`` (labelled rows) and write its class probabilities
+    of rows ``valid`` into ``probs``."""
+    y_train = y[train]
+    present = np.unique(y_train)
+    if len(present) == 1:  # a fold whose training part holds one class predicts it
+        probs[np.ix_(valid, present)] = 1.0
+        return
+    model = _classifier(kind, params, seed)
+    # one BLAS thread: OpenMP/BLAS threads spin when the machine is shared
+    with warnings.catch_warnings(), threadpool_limits(1):  # convergence and tiny-class warnings: the
+        warnings.simplefilter("ignore")                     # figures say how it went
+        model.fit(np.asarray(Xl[train], np.float64), y_train)
+        probs[np.ix_(valid, model.classes_)] = model.predict_proba(np.asarray(Xl[valid], np.float64))
+
+
 def out_of_fold(kind: str, X: np.ndarray, data: TargetData, params: dict[str, Any] | None = None,
                 seed: int = 42) -> np.ndarray:
     """Out-of-fold class probabilities (labelled rows x outputs) of a ``kind`` ("logreg" or "mlp") classifier
@@ -54,17 +71,7 @@ def out_of_fold(kind: str, X: np.ndarray, data: TargetData, params: dict[str, An
     Xl = np.asarray(X[data.rows], np.float64)
     probs = np.zeros((len(data.rows), target.n_classes))
     for _, train, valid in data.folds.split():
-        y_train = data.y[train]
-        present = np.unique(y_train)
-        if len(present) == 1:  # a fold whose training part holds one class predicts it
-            probs[np.ix_(valid, present)] = 1.0
-            continue
-        model = _classifier(kind, params, seed)
-        # one BLAS thread: OpenMP/BLAS threads spin when the machine is shared
-        with warnings.catch_warnings(), threadpool_limits(1):  # convergence and tiny-class warnings: the
-            warnings.simplefilter("ignore")                     # figures say how it went
-            model.fit(Xl[train], y_train)
-            probs[np.ix_(valid, model.classes_)] = model.predict_proba(Xl[valid])
+        fit_predict(kind, Xl, data.y, train, valid, probs, params, seed)
     return target.finish(probs[:, 1:] if target.problem == "binary" else probs)
 
 

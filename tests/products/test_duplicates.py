@@ -71,3 +71,62 @@ def test_threshold_scores_match_the_listwise_score_and_the_floor_helps_only_lone
     assert with_floor > dup.shopee_score(dup.match_lists(c, scores, len(groups), t), groups) + 0.05
     single = dup.match_lists(c, scores, len(groups), t, floor)
     assert all(len(m) <= 2 or (scores[(c.i == m[0])] >= t).sum() == len(m) - 1 for m in single)
+
+
+def _noisy_pool(n_groups=150, seed=5):
+    """Groups whose listings share only a few informative embedding axes; the other axes are loud noise that an
+    unsupervised cosine cannot tell from the signal."""
+    rng = np.random.default_rng(seed)
+    emb, titles, groups = [], [], []
+    for g in range(n_groups):
+        centre = np.r_[rng.normal(size=6), np.zeros(18)]
+        for _ in range(int(rng.integers(2, 4))):
+            emb.append(centre + np.r_[0.1 * rng.normal(size=6), 1.0 * rng.normal(size=18)])
+            titles.append(f"item {rng.integers(1000)}")
+            groups.append(f"g{g}")
+    emb = unit_rows(np.asarray(emb, np.float32))
+    inputs = dup.DuplicateInputs(emb, titles, [np.zeros(0, np.int64)] * len(emb)).fit_text()
+    return inputs.fit_metric_features(8, 0), np.asarray(groups)
+
+
+def test_title_metric_learns_the_group_axes_and_is_nested(monkeypatch):
+    from mmstack.products.title_metric import fit_group_metric
+
+    inputs, groups = _noisy_pool()
+    half = np.isin(groups, np.unique(groups)[::2])
+    metric = fit_group_metric(inputs.metric_features[half], groups[half], 0.1, 16)
+    other = np.flatnonzero(~half)  # groups the metric never saw
+
+    def mean_same_minus_other(z):
+        s = z @ z.T
+        same = groups[other][:, None] == groups[other][None, :]
+        np.fill_diagonal(same, False)
+        return s[same].mean() - s[~same & ~np.eye(len(other), dtype=bool)].mean()
+
+    assert mean_same_minus_other(metric.transform(inputs.metric_features[other])) > \
+        mean_same_minus_other(inputs.embedding[other]) + 0.1
+    # in the CV, the metric that embeds a pool is never fitted on it (nor, for training pools, on the scored pool)
+    seen = []
+    real = dup._learned
+
+    def spy(inputs_, rows, groups_, fit_on, embed, params):
+        assert not set(fit_on) & set(embed)
+        seen.append((frozenset(groups_[fit_on]), frozenset(groups_[embed])))
+        return real(inputs_, rows, groups_, fit_on, embed, params)
+
+    monkeypatch.setattr(dup, "_learned", spy)
+    rows = np.arange(len(groups))
+    params = {"n_folds": 3, "candidates": 10, "metric_shrink": 0.1}
+    with_metric = dup.cross_validate(inputs, rows, groups, params)
+    assert len(seen) == 3 + 3 * 2 and all(not fit & emb for fit, emb in seen)
+    assert with_metric.metrics["title_metric"] and with_metric.metric is not None
+    without = dup.cross_validate(inputs, rows, groups, {**params, "title_metric": False})
+    assert with_metric.metrics["score"] > without.metrics["score"] + 0.1
+    # shuffled groups: neither the metric nor the pair classifier can learn anything that carries over
+    noise = np.random.default_rng(1).permutation(groups)
+    shuffled = dup.cross_validate(inputs, rows, noise, params)
+    alone = np.mean([dup.shopee_score([np.array([i]) for i in range(len(pool))], noise[pool])
+                     for pool in dup.fold_pools(inputs, rows, noise, {**params, "title_metric": False}).pools])
+    assert shuffled.metrics["score"] < alone + 0.03 < with_metric.metrics["score"] - 0.1
+    matches = dup.match_pool(inputs, rows[:20], with_metric, params)
+    assert [m[0] for m in matches] == list(range(20))
