@@ -40,6 +40,8 @@ FAST = [
     "models.xgb.max_rounds=150", "models.xgb.early_stopping=20",
     "models.mlp.epochs=4", "models.mlp.patience=2",
     "models.xattn.epochs=2", "models.gnn.epochs=3",
+    # one seed per model: the seed bags are covered by tests/models/test_fold_loop.py
+    "models.lgb.seeds=1", "models.mlp.seeds=1", "models.xattn.seeds=1", "models.gnn.seeds=1",
     "ablation.params={ learning_rate = 0.2, max_rounds = 100, early_stopping = 10 }",
     "features.text_tfidf.svd_components=5",
     "features.image_embed.image_size=64",
