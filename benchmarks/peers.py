@@ -115,7 +115,8 @@ def kit_predictions(workdir: Path, keys: list[str], held: pd.DataFrame, value_co
 
 
 def run_both(case: str, k: int, case_dir: Path, config: str, budget: float, args, ag_python: Path,
-             ag_tables: Callable[[Path], tuple[Path, Path]], label: str, drop: list[str], held_truth: np.ndarray,
+             ag_tables: Callable[[Path], tuple[Path, Path]], label: str, drop: list[str], n_fit: int,
+             held_truth: np.ndarray,
              read_kit: Callable[[Path], np.ndarray], metric: str) -> dict:
     """One outer fold of one case: the kit on ``case_dir/input``, then AutoGluon on the tables ``ag_tables`` writes
     for the case (train with the label, test), both within ``budget`` seconds; held-out scores, seconds, memory."""
@@ -135,7 +136,7 @@ def run_both(case: str, k: int, case_dir: Path, config: str, budget: float, args
     score = rmse if metric == "RMSE" else mse
     fold = {"kit": score(held_truth, np.clip(kit_pred, 0, 1)), "ag": score(held_truth, np.clip(ag_pred, 0, 1)),
             "kit_s": kit.seconds, "ag_s": ag.seconds, "kit_mb": kit.peak_mb, "ag_mb": ag.peak_mb,
-            "n_fit": float(pd.read_csv(train_csv, usecols=[label]).shape[0]), "n_held": float(len(held_truth))}
+            "n_fit": float(n_fit), "n_held": float(len(held_truth))}
     print(f"{case} outer {k}: {json.dumps(fold)}", flush=True)
     shutil.rmtree(case_dir / "ag", ignore_errors=True)  # AutoGluon's models: large, not needed afterwards
     return fold
@@ -169,7 +170,7 @@ def avito_case(rows: int, args, ag_python: Path) -> dict:
                 os.symlink(data / extra, inp / extra)
         folds.append(run_both(
             case, k, case_dir, "avito.toml", budget, args, ag_python, lambda d, inp=inp: (inp / "train.csv", inp / "test.csv"),
-            "deal_probability", ["item_id", "image"], held["deal_probability"].to_numpy(float),
+            "deal_probability", ["item_id", "image"], len(fit), held["deal_probability"].to_numpy(float),
             lambda kit_dir, held=held: kit_predictions(kit_dir, ["item_id"], held, "deal_probability"), "RMSE"))
     return summarise(f"generated Avito, {rows:,} training rows", "RMSE", budget, folds)
 
@@ -204,15 +205,15 @@ def write_flickr_outer(src: Path, fit: pd.DataFrame, held: pd.DataFrame, inp: Pa
     """The kit's input folder of one outer fold: the fitting pairs with their scores (expert and crowd rows of
     held-out pairs left out), the held-out pairs as ``test_pairs.csv``, the images linked; returns the held-out
     pairs' expert target (mean of three 1..4 scores mapped to 0..1), in their order."""
-    expert = pd.read_csv(src / "ExpertAnnotations.tsv", sep="\t", header=None)
     fit.to_csv(inp / "train_dataset.csv", index=False)
     held.to_csv(inp / "test_pairs.csv", index=False)
     fit_keys = set(zip(fit["image"], fit["query_id"]))
-    for name in ("ExpertAnnotations.tsv", "CrowdAnnotations.tsv"):
-        if (src / name).is_file():
-            frame = expert if name.startswith("Expert") else pd.read_csv(src / name, sep="\t", header=None)
-            keep = [key in fit_keys for key in zip(frame[0], frame[1])]
-            frame[keep].to_csv(inp / name, sep="\t", header=False, index=False)
+    scores = {name: pd.read_csv(src / name, sep="\t", header=None)
+              for name in ("ExpertAnnotations.tsv", "CrowdAnnotations.tsv") if (src / name).is_file()}
+    for name, frame in scores.items():
+        keep = [key in fit_keys for key in zip(frame[0], frame[1])]
+        frame[keep].to_csv(inp / name, sep="\t", header=False, index=False)
+    expert = scores["ExpertAnnotations.tsv"]
     os.symlink((src / "train_images").resolve(), inp / "train_images")
     truth = held[["image", "query_id"]].merge(expert, how="left", left_on=["image", "query_id"], right_on=[0, 1],
                                               validate="one_to_one")
@@ -231,7 +232,7 @@ def flickr_case(args, ag_python: Path) -> dict:
         held_truth = write_flickr_outer(args.data, pairs.iloc[fit_pos], held, case_dir / "input")
         folds.append(run_both(
             "flickr8k", k, case_dir, "relevance.toml", budget, args, ag_python,
-            lambda d: flickr_pair_features(d, args), "relevance", [], held_truth,
+            lambda d: flickr_pair_features(d, args), "relevance", [], len(fit_pos), held_truth,
             lambda kit_dir, held=held: kit_predictions(kit_dir, ["image", "query_id"], held, "relevance"), "MSE"))
     return summarise("Flickr8k relevance (pairs of held-out images)", "MSE", budget, folds)
 
