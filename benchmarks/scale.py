@@ -5,8 +5,8 @@ a fitted growth exponent per step, and an extrapolation to the full competition 
 
 ``make-data avito --no-images`` runs in its own process under ``/usr/bin/time``; then one process per size builds
 each feature block of configs/avito-full.toml without images and trains each model, as a run does, recording
-after each step its seconds and the process's peak RSS so far (what has to fit in a Kaggle session). Blocks and models run with the config's params except the ``--set`` overrides (recorded
-with the table). The exponent b of ``seconds ~ rows^b`` is fitted on the measured points; full-size seconds are
+each step's seconds and the process's peak RSS during the step (what has to fit in a Kaggle session). Blocks and
+models run with the config's params except the ``--set`` overrides (recorded with the table). The exponent b of ``seconds ~ rows^b`` is fitted on the measured points; full-size seconds are
 ``seconds(largest) * (full / largest)^max(b, 1)``; peak memory is extrapolated linearly (``a + c * rows``) from
 the points. The group statistics of the ``tabular`` block are also timed in pandas and polars side by side.
 """
@@ -102,8 +102,8 @@ def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str],
 
 def child(data: Path, work: Path, result: Path, sets: list[str], models: list[str], blocks: list[str]) -> None:
     """Build each block (dependencies first, in config order) and train each model, timing each step (wall and
-    this process's CPU seconds); peak RSS is the process's peak so far after the step (so the last step's is the
-    run's peak). Blocks are held in memory or read back from the store as the config's
+    this process's CPU seconds); peak RSS is the process's peak during the step (what it holds from earlier steps
+    included), so the largest step peak is the run's. Blocks are held in memory or read back from the store as the config's
     ``features.hold_in_memory`` says (avito-full.toml: read back)."""
     import resource
 
@@ -114,7 +114,19 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
     from mmstack.store import Store
 
     def peak_mb() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        """This step's peak RSS: the high-water mark since :func:`reset_peak` (Linux), else the process's so far."""
+        try:
+            with open("/proc/self/status") as fh:
+                return int(fh.read().split("VmHWM:")[1].split()[0]) / 1024
+        except (OSError, IndexError):
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def reset_peak() -> None:
+        try:  # Linux: "5" resets the high-water mark to the current RSS
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+        except OSError:
+            pass
 
     cfg = Config.load(CONFIG, NO_IMAGES + sets + [f"features.blocks={json.dumps(blocks)}",
                                                   f"models.train={json.dumps(models)}"])
@@ -132,6 +144,7 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
     target = targets[0]
     cache = BlockCache(dataset, store, cfg.seed, hold=cfg.get("features.hold_in_memory", True)).for_target(target)
     for block in blocks:
+        reset_peak()
         start, cpu = time.perf_counter(), time.process_time()
         cache.get(resolve(block), resolve)
         steps.append({"step": block, "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
@@ -139,6 +152,7 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
                       "out_mb": folder_mb(work / "features" / block)})
         print(json.dumps(steps[-1]), flush=True)
     for model in models:
+        reset_peak()
         start, cpu = time.perf_counter(), time.process_time()
         res = train_models(cfg, spec, target, store, cache, only=[model])[0]
         outs = list((work / "models" / "avito").glob(f"{model}__*")) + list((work / "oof" / "avito").glob(f"{model}__*"))
@@ -243,12 +257,11 @@ def table(steps: list[dict], sizes: list[int], sets: list[str]) -> str:
     for name in names:
         points = sorted((s for s in steps if s["step"] == name), key=lambda s: s["rows"])
         growth = fit_growth(points)
-        by_rows = {p["rows"] if p["kind"] != "group" else None: p for p in points}
-        cells = []
-        for p in points:
-            cells.append(f"{p['seconds']:.1f} / {p.get('cpu_seconds', float('nan')):.1f} / "
-                         f"{p.get('peak_mb', float('nan')):.0f}")
-        cells += [""] * (len(sizes) - len(cells))
+        # a group step counts train + test rows: its points fill the size columns in order
+        by_size = (dict(zip(sizes, points)) if points[0]["kind"] == "group"
+                   else {p["rows"]: p for p in points})
+        cells = [f"{p['seconds']:.1f} / {p.get('cpu_seconds', float('nan')):.1f} / "
+                 f"{p.get('peak_mb', float('nan')):.0f}" if (p := by_size.get(n)) else "not run" for n in sizes]
         two = growth["full_seconds"] / 60
         four = two / (1.8 if name in THREADED else 1.0)
         if points[0]["kind"] in ("block", "model", "data"):
@@ -258,7 +271,6 @@ def table(steps: list[dict], sizes: list[int], sets: list[str]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {growth['exponent']:.2f} | "
                      f"{growth['wall_exponent']:.2f} | {two:,.0f} | {four:,.0f} | "
                      f"{growth['full_peak_mb'] / 1024:.1f} | {growth['full_out_mb'] / 1024:.2f} |")
-        del by_rows
     summary = (f"\nSum at full size (make-data, blocks and models one after another): about {total2 / 60:.1f} h on "
                f"2 cores here and {total4 / 60:.1f} h on 4 cores; the largest extrapolated peak RSS of any step is "
                f"{peak_max / 1024:.1f} GB (extrapolated, not measured).")
@@ -300,7 +312,8 @@ def main() -> None:
             "generated data (test rows in the Kaggle ratio), make-data in its own process, then all blocks and "
             "models of one size in one process, blocks read back from the store as avito-full.toml says "
             "(`features.hold_in_memory = false`). Cells: wall seconds / that process's CPU seconds / its peak RSS MB "
-            "so far. Exponent: b in seconds ~ rows^b fitted on the measured points, on CPU seconds (what a quiet "
+            "during the step (Linux's high-water mark, reset before each step; what the process holds from earlier "
+            "steps included). Exponent: b in seconds ~ rows^b fitted on the measured points, on CPU seconds (what a quiet "
             "machine's wall time would be for these single-threaded runs) and on wall seconds. Full size: 1.5M "
             "train + 0.5M test rows, CPU seconds extrapolated with max(b, 1) from the largest "
             "point, peak RSS and output linearly; 4 cores: multi-threaded steps (models, text_embed) 1.8x faster, "

@@ -46,8 +46,12 @@ def group_edges(codes: np.ndarray, max_links: int) -> np.ndarray:
             dst.append(np.roll(members, -step))
     if not src:
         return np.zeros((2, 0), dtype=np.int64)
-    edges = np.vstack([np.concatenate(src), np.concatenate(dst)])
-    return np.unique(np.hstack([edges, edges[::-1]]), axis=1)
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    # both directions, each (src, dst) once, sorted by src then dst: one int64 key per edge (a 2-D unique would
+    # sort several copies of the edge list, gigabytes at the full competition's size)
+    n = np.int64(len(codes))
+    keys = np.unique(np.concatenate([src * n + dst, dst * n + src]))
+    return np.vstack([keys // n, keys % n])
 
 
 def hash_pairs(hashes: np.ndarray, max_bits: int, max_bucket: int = 200) -> np.ndarray:

@@ -256,15 +256,50 @@ def make_encoder(name: str, *, num_threads: int | None = None, prefix: str = "qu
     raise ConfigError(f"unknown text encoder {name!r}; known: {', '.join(ENCODERS)}")
 
 
-def embed_texts(encoder: SentenceEncoder, texts: Sequence[str | None], batch_size: int = 256,
-                desc: str | None = None, progress: bool = True) -> np.ndarray:
-    """Vectors for ``texts`` (n, dim), float32; each distinct non-empty text is encoded once, empty or
-    missing texts get a NaN row. Unique texts are encoded shortest first, so padded batches stay tight."""
+class SharedVectors:
+    """Row vectors stored once per distinct text: row i's vector is ``unique[codes[i]]`` (code -1: no text, a NaN
+    row). Indexing by an array of rows gathers those rows as float32, so a PCA or a cosine runs over row chunks
+    without ever holding the (rows, dim) matrix: at the full competition's 2M listings and two fields that matrix
+    alone would be 8 GB."""
+
+    def __init__(self, codes: np.ndarray, unique: np.ndarray):
+        self.codes, self.unique = codes, unique
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.codes), self.unique.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def present(self) -> np.ndarray:
+        return self.codes >= 0
+
+    def part(self, start: int, stop: int) -> "SharedVectors":
+        """Rows start..stop-1 (sharing the unique vectors)."""
+        return SharedVectors(self.codes[start:stop], self.unique)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        codes = self.codes[rows]
+        out = self.unique[np.maximum(codes, 0)].astype(np.float32) if len(self.unique) else \
+            np.zeros((len(codes), self.unique.shape[1]), np.float32)
+        out[codes < 0] = np.nan
+        return out
+
+    def dense(self) -> np.ndarray:
+        return self[np.arange(len(self.codes))]
+
+
+def embed_unique(encoder: SentenceEncoder, texts: Sequence[str | None], batch_size: int = 256,
+                 desc: str | None = None, progress: bool = True) -> SharedVectors:
+    """Vectors for ``texts``, each distinct non-empty text encoded once (shortest first, so padded batches stay
+    tight) and kept once (float32); empty or missing texts get NaN rows."""
     values = pd.Series(list(texts), dtype=object)
     present = values.map(lambda t: isinstance(t, str) and t.strip() != "").to_numpy(bool)
     codes, uniques = pd.factorize(values[present])
+    del values
     order = np.argsort([len(t) for t in uniques], kind="stable")
-    unique_vectors = None
+    unique_vectors = np.empty((0, encoder.dim), np.float32) if not len(uniques) else None
     with tqdm(total=len(uniques), desc=desc or f"embedding ({encoder.name})", unit="text", leave=False,
               disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
@@ -274,11 +309,16 @@ def embed_texts(encoder: SentenceEncoder, texts: Sequence[str | None], batch_siz
                 unique_vectors = np.empty((len(uniques), vectors.shape[1]), np.float32)
             unique_vectors[idx] = vectors
             bar.update(len(idx))
-    dim = unique_vectors.shape[1] if unique_vectors is not None else encoder.dim
-    out = np.full((len(values), dim), np.nan, np.float32)
-    if unique_vectors is not None:
-        out[present] = unique_vectors[codes]
-    return out
+    row_codes = np.full(len(present), -1, np.int64)
+    row_codes[present] = codes
+    return SharedVectors(row_codes, unique_vectors)
+
+
+def embed_texts(encoder: SentenceEncoder, texts: Sequence[str | None], batch_size: int = 256,
+                desc: str | None = None, progress: bool = True) -> np.ndarray:
+    """Vectors for ``texts`` (n, dim), float32; each distinct non-empty text is encoded once, empty or
+    missing texts get a NaN row."""
+    return embed_unique(encoder, texts, batch_size, desc, progress).dense()
 
 
 def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -287,6 +327,12 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / den, np.nan).astype(np.float32)
+
+
+def shared_cosine(a: SharedVectors, b: SharedVectors, chunk: int = 65_536) -> np.ndarray:
+    """:func:`row_cosine` of two :class:`SharedVectors`, over row chunks."""
+    chunks = [np.arange(s, min(s + chunk, len(a))) for s in range(0, len(a), chunk)]
+    return np.concatenate([row_cosine(a[rows], b[rows]) for rows in chunks] or [np.empty(0, np.float32)])
 
 
 def _clean(text: Any, max_chars: int = 0) -> str:
@@ -312,13 +358,13 @@ def field_texts(rows: pd.DataFrame, field: str, max_chars: int) -> list[str]:
     return [f"{t}\n{d}" if t and d else t or d for t, d in zip(titles, descriptions)]
 
 
-def reduce_dims(vectors: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+def reduce_dims(vectors: "np.ndarray | SharedVectors", n_components: int, seed: int) -> np.ndarray:
     """PCA to ``n_components`` columns, fitted on the non-NaN rows (no target is read); NaN rows stay NaN.
 
     Always returns ``n_components`` columns: on data with fewer rows or dims the extra columns are 0.
     """
     out = np.full((len(vectors), n_components), np.nan, np.float32)
-    valid = np.flatnonzero(~np.isnan(vectors).any(axis=1))
+    valid = np.flatnonzero(vectors.present() if isinstance(vectors, SharedVectors) else ~np.isnan(vectors).any(axis=1))
     k = min(n_components, len(valid), vectors.shape[1])
     if k < 1:
         return out
@@ -404,20 +450,21 @@ class TextEmbedBlock(FeatureBlock):
             encoder = self.encoder(enc_name)
             start = time.perf_counter()
             # one pass over all fields: a title-only listing's title_description equals its title
-            joint = embed_texts(encoder, [t for f in fields for t in texts[f]], p["batch_size"],
-                                desc=f"text_embed {enc_name}")
-            vectors = {f: joint[i * n:(i + 1) * n] for i, f in enumerate(fields)}
+            # one vector kept per distinct text; rows are gathered chunk by chunk for the PCA and the cosine
+            joint = embed_unique(encoder, [t for f in fields for t in texts[f]], p["batch_size"],
+                                 desc=f"text_embed {enc_name}")
+            vectors = {f: joint.part(i * n, (i + 1) * n) for i, f in enumerate(fields)}
             log.info("text_embed: %s embedded %s of %d rows in %.1fs", enc_name, "+".join(fields), n,
                      time.perf_counter() - start)
             for field in fields:
                 full = vectors[field]
-                reduced = reduce_dims(full, p["pca_components"], ctx.seed) if p["pca_components"] else full
+                reduced = reduce_dims(full, p["pca_components"], ctx.seed) if p["pca_components"] else full.dense()
                 for j in range(reduced.shape[1]):
                     columns[f"temb_{enc_name}_{field}_{j}"] = reduced[:, j]
             other = "description" if "description" in fields else "title_description"
             if "title" in fields and other in fields:
                 # on full vectors, before PCA; NaN without a description (title+description would equal title)
-                cos = row_cosine(vectors["title"], vectors[other])
+                cos = shared_cosine(vectors["title"], vectors[other])
                 columns[f"temb_{enc_name}_title_desc_cos"] = np.where(has_description, cos, np.nan)
         dense = pd.DataFrame(columns).astype(np.float32)
         return BlockOutput(dense=dense)

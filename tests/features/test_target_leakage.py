@@ -154,6 +154,23 @@ def test_group_edges_small_frame():
     assert pairs == {(0, 1), (1, 0), (0, 3), (3, 0), (1, 3), (3, 1)}
 
 
+def test_group_edges_are_each_pair_once_both_ways_sorted():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 40, 500)
+    edges = group_edges(codes, max_links=3)
+    assert edges.dtype == np.int64 and edges.shape[0] == 2
+    # sorted by source then destination, no duplicate, no self loop, every edge also reversed
+    keys = edges[0] * len(codes) + edges[1]
+    assert (np.diff(keys) > 0).all() and (edges[0] != edges[1]).all()
+    pairs = set(map(tuple, edges.T))
+    assert pairs == {(b, a) for a, b in pairs}
+    assert all(codes[a] == codes[b] for a, b in pairs)
+    # each member of a group of size s links to min(3, s - 1) next members, so has 3..6 distinct neighbours
+    degree = np.bincount(edges[0], minlength=len(codes))
+    sizes = np.bincount(codes)[codes]
+    assert (degree >= np.minimum(3, sizes - 1)).all() and (degree <= 6).all()
+
+
 def test_hash_pairs_finds_near_duplicates_only():
     base = np.uint64(0x0123456789ABCDEF)
     near = base ^ np.uint64(0b101)  # two bits off

@@ -128,6 +128,21 @@ def test_embed_texts_all_empty(use_encoder):
     assert out.shape == (2, 512) and np.isnan(out).all()
 
 
+def test_shared_vectors_are_the_dense_matrix_without_holding_it():
+    """PCA and cosines over rows gathered chunk by chunk equal the same on the materialised (rows, dim) matrix."""
+    rng = np.random.default_rng(3)
+    unique = rng.normal(size=(40, 16)).astype(np.float32)
+    codes = rng.integers(-1, 40, 300)
+    shared = te.SharedVectors(codes, unique)
+    dense = shared.dense()
+    assert dense.shape == (300, 16) and np.isnan(dense[codes < 0]).all()
+    assert np.array_equal(dense[codes >= 0], unique[codes[codes >= 0]])
+    np.testing.assert_array_equal(te.reduce_dims(shared, 5, 0), te.reduce_dims(dense, 5, 0))
+    other = te.SharedVectors(rng.permutation(codes), unique)
+    np.testing.assert_array_equal(te.shared_cosine(shared, other, chunk=7), te.row_cosine(dense, other.dense()))
+    assert np.array_equal(shared.part(10, 20).dense(), dense[10:20], equal_nan=True)
+
+
 @pytest.mark.parametrize("name", ["use", "e5"])
 def test_pretrained_encoders_know_paraphrases(name):
     encoder = te.make_encoder(name)
