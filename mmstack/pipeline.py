@@ -19,7 +19,8 @@ from .errors import ConfigError
 from .features.base import BlockCache, BlockOutput, FeatureBlock
 from .features.registry import make_block
 from .folds import auto_strategy, target_data
-from .models.base import ModelInput, ModelResult, train_model
+from .memory import release
+from .models.base import ModelInput, ModelResult, model_matrix, train_model
 from .models.registry import make_model
 from .report import TargetReport, build_metrics, write_report
 from .run_folder import RunFolder
@@ -148,7 +149,9 @@ def assemble(cache: BlockCache, names: list[str], kind: str, target: TargetData 
     (or, given an int n_train, rows 0..n_train-1 as the labelled ones)."""
     ids = {"n_train": target} if isinstance(target, (int, np.integer)) else {
         "train_ids": target.rows, "test_ids": target.predict_rows}
-    return join_blocks({n: cache.outputs[n] for n in names}, {n: cache.keys[n] for n in names}, kind, **ids)
+    inputs = join_blocks({n: cache.outputs[n] for n in names}, {n: cache.keys[n] for n in names}, kind, **ids)
+    release()  # the blocks read back for the matrix
+    return inputs
 
 
 def join_blocks(outputs: dict[str, BlockOutput], keys: dict[str, str], kind: str, **ids) -> ModelInput:
@@ -164,7 +167,7 @@ def join_blocks(outputs: dict[str, BlockOutput], keys: dict[str, str], kind: str
                 categorical += [c for c in out.categorical if c in features.columns]
         if not frames:
             raise ConfigError(f"no dense features in blocks {names}")
-        X = pd.concat(frames, axis=1)
+        X = model_matrix(frames, categorical)
         if X.columns.duplicated().any():
             raise ConfigError(f"feature name clash between blocks {names}: {list(X.columns[X.columns.duplicated()])}")
         folds = sorted({k for out in outputs.values() for k in out.train_views})
@@ -208,6 +211,8 @@ def train_models(config: Config, spec: TaskSpec, target: TargetData, store: Stor
             results.append(train_model(model, inputs, target, store, spec.name, budget if results else None))
         except ModelSkipped as why:
             budget.skip("model", key, str(why))
+        del inputs, model  # a bound model holds the matrix too (the graph net)
+        release()
     return results
 
 

@@ -30,17 +30,24 @@ def principal_axes(cov: np.ndarray, k: int, rel_tol: float) -> tuple[np.ndarray,
     return values, comps * np.where(signs == 0, 1.0, signs)
 
 
-def pca_fit(x: np.ndarray, rows: np.ndarray, k: int, rel_tol: float = 1e-10,
-            chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, top-``k`` variances and axes (dim x k) of ``x[rows]``, accumulated in float64 over row chunks."""
-    dim = x.shape[1]
+def _rows64(x: np.ndarray, rows, columns: np.ndarray | None) -> np.ndarray:
+    """``x[rows]`` (only ``columns`` when given) in float64."""
+    part = x[rows]
+    return np.asarray(part if columns is None else part[:, columns], np.float64)
+
+
+def pca_fit(x: np.ndarray, rows: np.ndarray, k: int, rel_tol: float = 1e-10, chunk: int = 4096,
+            columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, top-``k`` variances and axes (dim x k) of ``x[rows]`` (its ``columns`` when given, without a copy of
+    them), accumulated in float64 over row chunks."""
+    dim = x.shape[1] if columns is None else len(columns)
     mean = np.zeros(dim)
     for s in range(0, len(rows), chunk):
-        mean += np.asarray(x[rows[s:s + chunk]], np.float64).sum(axis=0)
+        mean += _rows64(x, rows[s:s + chunk], columns).sum(axis=0)
     mean /= max(1, len(rows))
     cov = np.zeros((dim, dim))
     for s in range(0, len(rows), chunk):
-        c = np.asarray(x[rows[s:s + chunk]], np.float64) - mean
+        c = _rows64(x, rows[s:s + chunk], columns) - mean
         cov += c.T @ c
     values, axes = principal_axes(cov / max(1, len(rows)), k, rel_tol)
     return mean, values, axes
@@ -55,10 +62,15 @@ def pca_projection(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 4096) -
     return out
 
 
-def whitened(x: np.ndarray, fit_rows: np.ndarray, k: int, rel_tol: float = 1e-8) -> np.ndarray:
-    """All rows of ``x`` projected on the top-``k`` axes of ``x[fit_rows]`` and scaled to unit variance (axes
-    beyond the rank give 0)."""
-    mean, values, axes = pca_fit(x, fit_rows, k, rel_tol)
+def whitened(x: np.ndarray, fit_rows: np.ndarray, k: int, rel_tol: float = 1e-8, chunk: int = 65_536,
+             columns: np.ndarray | None = None) -> np.ndarray:
+    """All rows of ``x`` (its ``columns`` when given) projected on the top-``k`` axes of ``x[fit_rows]`` and scaled
+    to unit variance (axes beyond the rank give 0), in float64, ``chunk`` rows at a time (no float64 copy of all
+    of ``x``)."""
+    mean, values, axes = pca_fit(x, fit_rows, k, rel_tol, columns=columns)
     scale = np.sqrt(np.clip(values, 0, None))
-    inverse = np.where(scale > 0, 1.0 / np.maximum(scale, 1e-30), 0.0)
-    return (np.asarray(x, np.float64) - mean) @ (axes * inverse)
+    projection = axes * np.where(scale > 0, 1.0 / np.maximum(scale, 1e-30), 0.0)
+    out = np.empty((len(x), projection.shape[1]))
+    for s in range(0, len(x), chunk):
+        out[s:s + chunk] = (_rows64(x, slice(s, s + chunk), columns) - mean) @ projection
+    return out

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from ..data.dataset import Dataset
 from ..folds import Folds
+from ..memory import release
 from ..errors import ConfigError
 from ..store import Store, atomic_path, make_key, read_json
 from ..targets import TargetData
@@ -282,6 +283,7 @@ class BlockCache:
         built.seconds[block.name] = time.perf_counter() - start
         built.keys[block.name] = key
         built.outputs[block.name] = output if self.hold else path
+        release()
         return output
 
 

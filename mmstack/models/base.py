@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from ..budget import Budget
 from ..errors import ConfigError, ModelError
 from ..folds import Folds
+from ..memory import release
 from ..store import Store, make_key, read_json, write_joblib, write_json, write_parquet
 from ..targets import Target, TargetData, regression_target
 
@@ -57,9 +58,9 @@ class ModelInput:
         self.n_train = len(self.train_ids)
 
     def rows(self, ids: np.ndarray) -> pd.DataFrame | sp.csr_matrix:
-        """The rows with row ids ``ids``."""
+        """The rows with row ids ``ids`` (a new frame of their own)."""
         if isinstance(self.X, pd.DataFrame):
-            return self.X.iloc[ids]
+            return self.X.take(ids)
         return self.X[ids]
 
     def training_rows(self, k: int, positions: np.ndarray) -> pd.DataFrame | sp.csr_matrix:
@@ -69,7 +70,10 @@ class ModelInput:
         view = self.train_views.get(k)
         if view is None or view.shape[1] == 0:
             return rows
-        return rows.assign(**{c: view[c].to_numpy()[positions] for c in view.columns})
+        # the rows are this call's own copy: the nested values are written into it (assign would copy it again)
+        columns = rows.columns.get_indexer(view.columns)
+        rows.iloc[:, columns] = view.to_numpy(dtype=np.result_type(*rows.dtypes.iloc[columns]))[positions]
+        return rows
 
     @property
     def train_index(self) -> np.ndarray:
@@ -78,6 +82,28 @@ class ModelInput:
     @property
     def test_index(self) -> np.ndarray:
         return self.test_ids
+
+
+def model_matrix(frames: list[pd.DataFrame], categorical: list[str] = ()) -> pd.DataFrame:
+    """Dense frames (same rows) side by side as one float32 frame backed by a single column-major array, with
+    the ``categorical`` columns' missing codes (-1) as NaN.
+
+    Memory at full size: a row selection is one copy, and a library that asks for a float32 matrix (LightGBM,
+    XGBoost, the nets' scaler) gets a view of it, not a copy per block and dtype; with NaN for missing codes no
+    model needs its own converted copy."""
+    index = frames[0].index
+    for frame in frames[1:]:
+        if not frame.index.equals(index):
+            raise ValueError("model_matrix: the frames' rows differ")
+    columns = [c for f in frames for c in f.columns]
+    values = np.empty((len(index), len(columns)), dtype=np.float32, order="F")
+    start = 0
+    for frame in frames:
+        values[:, start:start + frame.shape[1]] = frame.to_numpy(dtype=np.float32)
+        start += frame.shape[1]
+    for j in np.flatnonzero(pd.Index(columns).isin(list(categorical))):
+        values[values[:, j] < 0, j] = np.nan
+    return pd.DataFrame(values, index=index, columns=columns, copy=False)
 
 
 class Level1Model:
@@ -345,6 +371,7 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
                 model.deadline = budget.fold_deadline(model.key, k, folds.n_folds, fitted_seconds)
             saved = fit_fold_saved(model, inputs, data, X_test, fold_file, (k, tr, va))
             fitted_seconds.append(saved["seconds"])
+            release()  # the fold's copies of its rows, the library's matrices
         oof[va] = saved["valid_pred"]
         covered[va] += 1
         test_sum += saved["test_pred"]

@@ -162,12 +162,13 @@ class GraphSAGENet(nn.Module):
         return self.head(torch.cat([mine] + outputs, dim=1))
 
 
-def project(message: torch.Tensor, n_rows: int, k: int) -> torch.Tensor:
-    """Whitened PCA of the message features to ``k`` columns (fitted on the row nodes; no target involved),
-    clipped to [-5, 5]: the graph stream's input width, and so its cost per sampled node, drops ~10x."""
-    if message.shape[1] <= k:
-        return message
-    x = whitened(message.numpy(), np.arange(n_rows), k)
+def project(numeric: torch.Tensor, columns: list[int], n_rows: int, k: int) -> torch.Tensor:
+    """The message features: the numbers' ``columns``, or with ``k`` fewer than those their whitened PCA to ``k``
+    columns (fitted on the row nodes; no target involved) clipped to [-5, 5], taken without a copy of the
+    columns: the graph stream's input width, and so its cost per sampled node, drops ~10x."""
+    if not k or len(columns) <= k:
+        return numeric[:, columns]
+    x = whitened(numeric.numpy(), np.arange(n_rows), k, columns=np.asarray(columns))
     return torch.from_numpy(np.clip(x, -5, 5).astype(np.float32))
 
 
@@ -260,12 +261,12 @@ class GraphSAGEModel(Level1Model):
         numeric, codes, active = self._node_features(scaler, self._X)
         for frame in (X_train, X_valid):  # the fold's own view of its rows (nested target encodings)
             ids = torch.from_numpy(np.ascontiguousarray(frame.index.to_numpy(dtype=np.int64)))
-            numeric[ids], codes[ids] = scaler.transform(frame[self._X.columns])
+            same = frame.columns.equals(self._X.columns)
+            numeric[ids], codes[ids] = scaler.transform(frame if same else frame[self._X.columns])
         allowed = self._message_columns(scaler.numeric)
-        message = numeric[:, [j for j, c in enumerate(scaler.numeric) if c in allowed]]
         n_rows = self._X.shape[0]
-        if p["message_components"]:
-            message = project(message, n_rows, p["message_components"])
+        message = project(numeric, [j for j, c in enumerate(scaler.numeric) if c in allowed], n_rows,
+                          p["message_components"])
         head = Head(self.target, y_loss, p["loss"], p["class_weight"])
         seed_everything(self.seed)  # before the weights are initialised
         net = GraphSAGENet(numeric.shape[1], message.shape[1], scaler.cardinality, self._n_types, head,
@@ -290,12 +291,11 @@ class GraphSAGEModel(Level1Model):
 
     def _node_features(self, scaler: TabularScaler, rows: pd.DataFrame):
         """Numbers, codes and active flag of every node; active listings get zeros, code 0 and flag 1."""
-        numeric, codes = scaler.transform(rows)
         n_nodes, n_rows = int(self._graph.num_nodes), len(rows)
-        extra = n_nodes - n_rows
-        numeric = torch.cat([numeric, torch.zeros(extra, numeric.shape[1])])
-        codes = torch.cat([codes, torch.zeros(extra, codes.shape[1], dtype=codes.dtype)])
-        active = torch.cat([torch.zeros(n_rows), torch.ones(extra)])
+        numeric = torch.zeros(n_nodes, len(scaler.numeric))
+        codes = torch.zeros(n_nodes, len(scaler.categorical), dtype=torch.int64)
+        scaler.transform(rows, out=(numeric[:n_rows].numpy(), codes[:n_rows].numpy()))
+        active = torch.cat([torch.zeros(n_rows), torch.ones(n_nodes - n_rows)])
         return numeric, codes, active
 
 

@@ -14,6 +14,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+COLUMNS_PER_PASS = 16  # TabularScaler.fit: columns per float64 pass
+ROWS_PER_PASS = 65_536  # TabularScaler.transform: rows per float64 pass
+
 
 @dataclass
 class TabularScaler:
@@ -30,23 +33,35 @@ class TabularScaler:
     def fit(cls, X: pd.DataFrame, categorical: list[str]) -> "TabularScaler":
         cats = [c for c in categorical if c in X.columns]
         num = [c for c in X.columns if c not in cats]
-        values = X[num].to_numpy(dtype=np.float64)
-        with warnings.catch_warnings():  # all-NaN columns get median 0
-            warnings.simplefilter("ignore", RuntimeWarning)
-            median = np.nan_to_num(np.nanmedian(values, axis=0)) if len(values) else np.zeros(len(num))
-        filled = np.where(np.isnan(values), median, values)
-        std = filled.std(axis=0)
+        median, mean, std = (np.zeros(len(num)) for _ in range(3))
+        # a few columns at a time in float64: the same figures as on the whole matrix, without its float64 copies
+        for start in range(0, len(num), COLUMNS_PER_PASS):
+            part = slice(start, start + COLUMNS_PER_PASS)
+            values = X[num[part]].to_numpy(dtype=np.float64)
+            with warnings.catch_warnings():  # all-NaN columns get median 0
+                warnings.simplefilter("ignore", RuntimeWarning)
+                median[part] = np.nan_to_num(np.nanmedian(values, axis=0)) if len(values) else 0.0
+            filled = np.where(np.isnan(values), median[part], values)
+            mean[part], std[part] = filled.mean(axis=0), filled.std(axis=0)
         cards = [int(np.nanmax(X[c].to_numpy(dtype=float), initial=-1)) + 2 for c in cats]
-        return cls(num, cats, median, filled.mean(axis=0), np.where(std > 0, std, 1.0), cards)
+        return cls(num, cats, median, mean, np.where(std > 0, std, 1.0), cards)
 
-    def transform(self, X: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-        values = X[self.numeric].to_numpy(dtype=np.float64)
-        values = np.clip((np.where(np.isnan(values), self.median, values) - self.mean) / self.std, -5, 5)
-        codes = np.zeros((len(X), len(self.categorical)), dtype=np.int64)
+    def transform(self, X: pd.DataFrame, out: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised numbers (float32) and shifted codes (int64), computed in float64 a block of rows at a
+        time (the float64 temporaries of the whole matrix would be several times its size); ``out``: arrays
+        (rows x numbers float32, rows x codes int64) to write them into."""
+        values, codes = out if out is not None else (
+            np.empty((len(X), len(self.numeric)), dtype=np.float32),
+            np.zeros((len(X), len(self.categorical)), dtype=np.int64))
+        for start in range(0, len(X), ROWS_PER_PASS):
+            part = X.iloc[start:start + ROWS_PER_PASS][self.numeric].to_numpy(dtype=np.float64)
+            values[start:start + len(part)] = np.clip(
+                (np.where(np.isnan(part), self.median, part) - self.mean) / self.std, -5, 5)
         for j, (c, card) in enumerate(zip(self.categorical, self.cardinality)):
             col = np.nan_to_num(X[c].to_numpy(dtype=float), nan=-1).astype(np.int64) + 1
             codes[:, j] = np.where((col >= 0) & (col < card), col, 0)
-        return torch.as_tensor(values, dtype=torch.float32), torch.as_tensor(codes)
+        return torch.from_numpy(values), torch.as_tensor(codes)
 
 
 class CategoryEmbeddings(nn.Module):

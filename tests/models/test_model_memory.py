@@ -1,0 +1,98 @@
+"""The model steps' memory savings keep the values: one float32 block for the model matrix, fold rows written in
+place, the nets' scaler and the graph net's message PCA computed in chunks."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmstack.memory import release
+from mmstack.models import tabular_input
+from mmstack.models.base import ModelInput, model_matrix
+from mmstack.models.gbdt import missing_codes_as_nan
+from mmstack.models.tabular_input import TabularScaler
+from mmstack.projection import whitened
+
+
+def _blocks(n: int = 50, seed: int = 0) -> list[pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    basic = pd.DataFrame({"region": rng.integers(-1, 4, n).astype(np.int32), "price": rng.normal(size=n)})
+    other = pd.DataFrame({"te_region": rng.normal(size=n).astype(np.float32),
+                          "emb": np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)).astype(np.float32)})
+    return [basic, other]
+
+
+def test_model_matrix_is_one_float32_block_with_missing_codes_as_nan():
+    basic, other = _blocks()
+    X = model_matrix([basic, other], ["region"])
+    assert list(X.columns) == ["region", "price", "te_region", "emb"]
+    assert X._mgr.nblocks == 1 and (X.dtypes == np.float32).all()
+    # a float32 matrix of it is a view (what LightGBM and XGBoost read), not a copy
+    assert np.shares_memory(X.to_numpy(dtype=np.float32), X._mgr.blocks[0].values)
+    codes = basic["region"].to_numpy()
+    assert np.isnan(X["region"].to_numpy()[codes < 0]).all()
+    np.testing.assert_array_equal(X["region"].to_numpy()[codes >= 0], codes[codes >= 0])
+    np.testing.assert_array_equal(X["price"].to_numpy(), basic["price"].to_numpy(np.float32))
+    np.testing.assert_array_equal(X["emb"].to_numpy(), other["emb"].to_numpy())
+    # nothing left for LightGBM and XGBoost to convert: the same frame comes back, not a copy
+    assert missing_codes_as_nan(X, ["region"]) is X
+    with pytest.raises(ValueError, match="rows differ"):
+        model_matrix([basic, other.set_index(np.arange(len(other)) + 1)])
+
+
+def test_training_rows_write_the_fold_view_into_their_own_copy():
+    X = model_matrix(_blocks(), ["region"])
+    before = X.copy()
+    view = pd.DataFrame({"te_region": np.arange(40, dtype=np.float32) + 100})
+    inputs = ModelInput(X=X, categorical=["region"], block_keys={}, n_train=40, train_views={0: view})
+    positions = np.array([3, 0, 7])
+    rows = inputs.training_rows(0, positions)
+    np.testing.assert_array_equal(rows.index.to_numpy(), [3, 0, 7])
+    np.testing.assert_array_equal(rows["te_region"].to_numpy(), [103, 100, 107])
+    np.testing.assert_array_equal(rows["price"].to_numpy(), X["price"].to_numpy()[[3, 0, 7]])
+    pd.testing.assert_frame_equal(X, before)  # the model matrix itself is untouched
+    # a fold without a view gets the plain rows
+    np.testing.assert_array_equal(inputs.training_rows(1, positions)["te_region"].to_numpy(),
+                                  X["te_region"].to_numpy()[[3, 0, 7]])
+
+
+def test_scaler_in_chunks_equals_the_whole_matrix_at_once(monkeypatch):
+    X = model_matrix(_blocks(n=1000, seed=3), ["region"])
+    whole_fit = TabularScaler.fit(X, ["region"])
+    whole_numbers, whole_codes = whole_fit.transform(X)
+    monkeypatch.setattr(tabular_input, "COLUMNS_PER_PASS", 1)
+    monkeypatch.setattr(tabular_input, "ROWS_PER_PASS", 7)
+    chunked = TabularScaler.fit(X, ["region"])
+    for name in ("median", "mean", "std"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole_fit, name))
+    numbers, codes = chunked.transform(X)
+    assert numbers.dtype == whole_numbers.dtype and numbers.shape == (1000, 3)
+    np.testing.assert_array_equal(numbers.numpy(), whole_numbers.numpy())
+    np.testing.assert_array_equal(codes.numpy(), whole_codes.numpy())
+    # reference: the plain float64 formula on the whole matrix
+    values = X[chunked.numeric].to_numpy(np.float64)
+    expected = np.clip((np.where(np.isnan(values), chunked.median, values) - chunked.mean) / chunked.std, -5, 5)
+    np.testing.assert_array_equal(numbers.numpy(), expected.astype(np.float32))
+    # into given arrays (the graph net's node matrix)
+    out = (np.zeros((1000, 3), np.float32), np.zeros((1000, 1), np.int64))
+    chunked.transform(X, out=out)
+    np.testing.assert_array_equal(out[0], numbers.numpy())
+    np.testing.assert_array_equal(out[1], codes.numpy())
+
+
+def test_whitened_columns_in_chunks_equal_the_copied_columns():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6))
+    columns = np.array([0, 2, 3, 5])
+    fit_rows = np.arange(300)
+    expected = whitened(np.ascontiguousarray(x[:, columns]), fit_rows, 3)
+    got = whitened(x, fit_rows, 3, chunk=64, columns=columns)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    # whitened: unit variance on the fitted rows
+    np.testing.assert_allclose(got[fit_rows].std(axis=0), 1.0, atol=1e-9)
+
+
+def test_release_keeps_live_objects():
+    keep = np.arange(1_000_000)
+    release()
+    assert keep.sum() == 999_999 * 1_000_000 // 2
