@@ -1,16 +1,17 @@
 """Give freed memory back to the operating system between the steps of a run.
 
-A long run allocates and frees gigabytes per step (a block's build, a model's fold copies). Without help most
-of it stays in the process: Python's cycle collector runs late, pyarrow's allocator (mimalloc) keeps what a
-parquet read used, and glibc keeps freed small blocks in its arenas. Each step then starts from the previous
-step's high-water mark, and a full-size run's peak is the sum, not the largest step. :func:`release` runs the
-collector, empties pyarrow's pool and asks glibc to trim; it is called after every block, every model matrix
-and every fold (BENCHMARKS.md "Scale" shows the effect)."""
+A long run allocates and frees gigabytes per step (a block's build, a model's fold copies). Without help much of
+it stays in the process: pyarrow's allocator (mimalloc) keeps what a parquet read used, and glibc keeps freed
+blocks in its arenas. Each step then starts from the previous step's high-water mark, and a full-size run's peak
+is the sum, not the largest step. :func:`release` empties pyarrow's pool and asks glibc to trim; it is called
+after every block, every model matrix and every fold (BENCHMARKS.md "Scale" shows the effect). It does not run
+Python's cycle collector: the arrays are freed by reference counting, and a full collection costs about half a
+second once torch and the GBDT libraries are loaded (minutes over a test suite's thousands of folds).
+"""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import sys
 from functools import cache
 
@@ -26,8 +27,7 @@ def _malloc_trim():
 
 
 def release() -> None:
-    """Collect garbage and hand freed memory back to the operating system where the allocators allow it."""
-    gc.collect()
+    """Hand freed memory back to the operating system where the allocators allow it (cheap: milliseconds)."""
     pyarrow = sys.modules.get("pyarrow")
     if pyarrow is not None:
         pyarrow.default_memory_pool().release_unused()
