@@ -261,8 +261,7 @@ class GraphSAGEModel(Level1Model):
         numeric, codes, active = self._node_features(scaler, self._X)
         for frame in (X_train, X_valid):  # the fold's own view of its rows (nested target encodings)
             ids = torch.from_numpy(np.ascontiguousarray(frame.index.to_numpy(dtype=np.int64)))
-            same = frame.columns.equals(self._X.columns)
-            numeric[ids], codes[ids] = scaler.transform(frame if same else frame[self._X.columns])
+            numeric[ids], codes[ids] = scaler.transform(frame)  # columns taken by name
         allowed = self._message_columns(scaler.numeric)
         n_rows = self._X.shape[0]
         message = project(numeric, [j for j, c in enumerate(scaler.numeric) if c in allowed], n_rows,
