@@ -110,7 +110,7 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
     from mmstack.config import Config
     from mmstack.features.base import BlockCache
     from mmstack.features.registry import make_block
-    from mmstack.pipeline import Timer, prepare, train_models
+    from mmstack.pipeline import Timer, free_raw_data, prepare, train_models
     from mmstack.store import Store
 
     def peak_mb() -> float:
@@ -151,6 +151,7 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
                       "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(),
                       "out_mb": folder_mb(work / "features" / block)})
         print(json.dumps(steps[-1]), flush=True)
+    free_raw_data(cfg, spec, dataset)  # as a run does before its models
     for model in models:
         reset_peak()
         start, cpu = time.perf_counter(), time.process_time()

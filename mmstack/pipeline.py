@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .features.base import BlockCache, BlockOutput, FeatureBlock
 from .features.registry import make_block
 from .folds import auto_strategy, target_data
-from .memory import release
+from .memory import release, worth_collecting
 from .models.base import ModelInput, ModelResult, model_matrix, train_model
 from .models.registry import make_model
 from .report import TargetReport, build_metrics, write_report
@@ -70,6 +70,7 @@ def prepare(config: Config, input_dir: Path, store: Store, timer: Timer) -> tupl
     with timer.step("folds"):
         check_rows_for_folds(data.train, config.get("folds.n_folds", 5))  # an error naming the file
         targets = [make_target_data(config, spec, data, store, t) for t in chosen_targets(config, data)]
+    release(collect=worth_collecting(data.n_rows))  # what parsing left in reference cycles
     return spec, data, targets
 
 
@@ -83,6 +84,15 @@ def chosen_targets(config: Config, data: Dataset) -> list[Target]:
     if missing:
         raise ConfigError(f"task.targets: no labels for {missing} in the data; targets with labels: {list(known)}")
     return [known[name] for name in wanted]
+
+
+def free_raw_data(config: Config, spec: TaskSpec, data: Dataset) -> None:
+    """Once the blocks are built, in low-memory mode (``features.hold_in_memory = false``), drop the columns and
+    extras that no later step reads (models and stack read the blocks; the submission its keys; the report its
+    residual groups). Tasks with their own outputs read the data there, so they keep it."""
+    if not config.get("features.hold_in_memory", True) and spec.outputs is None:
+        data.keep_only([*spec.key_columns, *config.get("report.residual_groups", [])])
+        release(collect=True)
 
 
 def make_target_data(config: Config, spec: TaskSpec, data: Dataset, store: Store, target: Target) -> TargetData:
@@ -212,7 +222,7 @@ def train_models(config: Config, spec: TaskSpec, target: TargetData, store: Stor
         except ModelSkipped as why:
             budget.skip("model", key, str(why))
         del inputs, model  # a bound model holds the matrix too (the graph net)
-        release()
+        release(collect=worth_collecting(cache.data.n_rows))
     return results
 
 
@@ -337,7 +347,7 @@ def submission_frame(spec: TaskSpec, data: Dataset, runs: list[TargetRun]) -> pd
     where a row is labelled for that target or outside its scope."""
     scope = in_scope(spec, data, runs)
     predict = np.unique(np.concatenate([scope[r.target.name] for r in runs]))
-    frame = data.all_rows().iloc[predict][list(spec.key_columns)].reset_index(drop=True)
+    frame = data.all_rows(spec.key_columns).iloc[predict][list(spec.key_columns)].reset_index(drop=True)
     for r in runs:
         t = r.target
         full = np.full((data.n_rows, t.n_outputs), np.nan)
@@ -394,6 +404,7 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     sized = apply_size_defaults(config, len(targets[0].rows) if targets else data.n_train)
     with timer.step("features"):
         caches = build_features(config, data, store, targets, budget)
+    free_raw_data(config, spec, data)
     if not targets:
         return outputs_only(config, spec, data, store, timer)
     runs = []
@@ -417,8 +428,8 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
             extra = spec.outputs(RunContext(config, spec, data, runs, primary.cache, store, folder.path, predictions))
         previous = load_runs(store, spec.name)
         changes = diff_flat(previous[-1]["config"], config.flat()) if previous else ["(first run)"]
-        frame = data.all_rows()
-        groups = [c for c in config.get("report.residual_groups", []) if c in frame.columns]
+        groups = [c for c in config.get("report.residual_groups", []) if c in data.train.columns]
+        frame = data.all_rows(groups)
         reports = [TargetReport(r.target, r.data.y, r.results, r.stacked, r.ablation,
                                 {c: frame[c].astype(str).to_numpy()[r.data.rows] for c in groups}) for r in runs]
         metrics = build_metrics(spec.name, reports, primary.data.folds.n_folds, extra={

@@ -225,3 +225,29 @@ def test_a_classification_run_end_to_end(tiny_avito_dir, tmp_path, monkeypatch):
     assert "Per class" in (run_dir / "report.html").read_text()
     line = json.loads((tmp_path / "submissions" / "runs.jsonl").read_text().splitlines()[-1])
     assert line["metric"] == "logloss" and line["greater_is_better"] is False
+
+
+def test_low_memory_mode_drops_the_raw_columns_before_the_models_and_gives_the_same_run(first_run, tiny_avito_dir,
+                                                                                         monkeypatch):
+    """features.hold_in_memory = false (avito-full.toml): blocks are read back from the store, and once built the
+    dataset keeps only the submission's key and the report's groups; the run's numbers do not change."""
+    import mmstack.pipeline as pipeline
+
+    workdir, run_dir, _ = first_run
+    seen = []
+    train_models = pipeline.train_models
+
+    def spy(config, spec, target, store, cache, **kwargs):
+        seen.append((list(cache.data.train.columns), list(cache.data.test.columns), dict(cache.data.extras)))
+        return train_models(config, spec, target, store, cache, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_models", spy)
+    cfg = fast_config("features.hold_in_memory=false")
+    low_dir = run(cfg, tiny_avito_dir, workdir)
+    groups = cfg.get("report.residual_groups")
+    assert seen and seen[0][0] == seen[0][1] == ["item_id", *groups] and seen[0][2] == {}
+    assert (low_dir / "submission.csv").read_bytes() == (run_dir / "submission.csv").read_bytes()
+    low, full = (json.loads((d / "metrics.json").read_text()) for d in (low_dir, run_dir))
+    assert {k: m["cv"] for k, m in low["models"].items()} == {k: m["cv"] for k, m in full["models"].items()}
+    # the report's residual groups were still there to be read
+    assert f"residuals by {groups[0]}" in (low_dir / "report.html").read_text()

@@ -82,6 +82,15 @@ class Dataset:
         """The same data without access to labels (what a block that does not read the target receives)."""
         return dataclasses.replace(self, _labels=None)
 
+    def keep_only(self, columns: Sequence[str]) -> None:
+        """Drop every other feature column and the unlabelled extras, in place. For a run's steps after the feature
+        blocks, which read only the blocks and a few columns (the submission's keys, the report's groups): at full
+        size the free text alone is gigabytes that the models would otherwise carry."""
+        for split in ("train", "test"):
+            frame = getattr(self, split)
+            setattr(self, split, frame[[c for c in frame.columns if c in set(columns)]])
+        self.extras = {}
+
     def target(self, name: str | None = None) -> Target:
         """The target called ``name`` (default: the task's first, primary target)."""
         if not self.targets:
@@ -99,9 +108,11 @@ class Dataset:
         rows = np.flatnonzero(column.notna().to_numpy())
         return rows, target.encode(column.iloc[rows])
 
-    def all_rows(self) -> pd.DataFrame:
-        """Train then test, with a ``row_id`` column and an ``is_test`` flag (no labels)."""
-        frame = pd.concat([self.train, self.test], ignore_index=True)
+    def all_rows(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Train then test, with a ``row_id`` column and an ``is_test`` flag (no labels); ``columns``: only these
+        feature columns (a copy of them alone: at full size the whole table is gigabytes)."""
+        parts = [self.train, self.test] if columns is None else [self.train[list(columns)], self.test[list(columns)]]
+        frame = pd.concat(parts, ignore_index=True)
         frame.insert(0, "row_id", np.arange(len(frame)))
         frame["is_test"] = np.r_[np.zeros(self.n_train, bool), np.ones(self.n_test, bool)]
         return frame

@@ -287,7 +287,8 @@ class ImageSource:
             if not isinstance(data, str):
                 return data, None
             reason = data
-        self.problems[reason] += 1
+        with self._lock:  # image workers read in threads
+            self.problems[reason] += 1
         return None, reason
 
     def read_bytes(self, image_id: str) -> bytes | None:

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from ..data.dataset import Dataset
 from ..folds import Folds
-from ..memory import release
+from ..memory import release, worth_collecting
 from ..errors import ConfigError
 from ..store import Store, atomic_path, make_key, read_json
 from ..targets import TargetData
@@ -283,7 +283,7 @@ class BlockCache:
         built.seconds[block.name] = time.perf_counter() - start
         built.keys[block.name] = key
         built.outputs[block.name] = output if self.hold else path
-        release()
+        release(collect=worth_collecting(self.data.n_rows))
         return output
 
 

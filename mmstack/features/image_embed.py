@@ -168,7 +168,10 @@ class ImageEmbedBlock(PixelBlock):
     # 96 px costs 1.5-2.5 ms with 2 threads and 2.5-3.5 ms with 1, against 9-18 / 24-26 ms at the native 224, and
     # its features predicted the target as well as 128 or 160 px did. One thread because two OpenMP threads
     # degrade 10-50x whenever another process competes for a core (barrier spinning), while one degrades gently.
-    default_params = {"image_size": 96, "batch_size": 16, "pca_components": 32, "top_k": 3, "num_threads": 1}
+    # engine "onnx" (mmstack.features.image_onnx): the same features within 1e-4, about 3x faster on CPU at 224 px
+    # with num_threads single-threaded workers (configs/avito-full.toml)
+    default_params = {"image_size": 96, "batch_size": 16, "pca_components": 32, "top_k": 3, "num_threads": 1,
+                      "engine": "torch"}
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -176,6 +179,8 @@ class ImageEmbedBlock(PixelBlock):
         self.require_ints({"image_size": 32, "batch_size": 1, "pca_components": 0, "top_k": 0, "num_threads": 0})
         if p["pca_components"] > EMBED_DIM or p["top_k"] > N_CLASSES:
             raise ConfigError(f"features.image_embed: pca_components <= {EMBED_DIM} and top_k <= {N_CLASSES}")
+        if p["engine"] not in ("torch", "onnx"):
+            raise ConfigError(f"features.image_embed.engine: 'torch' or 'onnx', got {p['engine']!r}")
 
     def columns(self) -> tuple[list[str], list[str], list[str]]:
         """Embedding, top-k probability and top-k class column names."""
@@ -192,7 +197,7 @@ class ImageEmbedBlock(PixelBlock):
         n, k = len(refs), p["top_k"]
         wanted = [i for i, (_, image_id) in enumerate(refs) if image_id]
         images = ctx.data.images
-        settings = ShardSettings(p["image_size"], p["batch_size"], k, p["num_threads"])
+        settings = ShardSettings(p["image_size"], p["batch_size"], k, p["num_threads"], p["engine"])
         with contextlib.ExitStack() as stack:
             store = ctx.store
             if store is None:  # a block built outside a cache keeps its shards only while it runs

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ class ShardSettings:
     image_size: int
     batch_size: int
     top_k: int
-    num_threads: int
+    num_threads: int  # torch threads, or ONNX Runtime workers (one thread each)
+    engine: str = "torch"  # or "onnx" (mmstack.features.image_onnx): the same features within 1e-4, faster on CPU
 
 
 def plan(refs: list[tuple[str, str]], wanted: list[int], settings: ShardSettings, identity: dict,
@@ -53,18 +55,56 @@ def plan(refs: list[tuple[str, str]], wanted: list[int], settings: ShardSettings
     shards = []
     for index, start in enumerate(range(0, len(wanted), SHARD_IMAGES)):
         shard_refs = tuple(refs[i] for i in wanted[start:start + SHARD_IMAGES])
+        engine = () if settings.engine == "torch" else (engine_identity(),)  # torch keys as before engines
         key = make_key("image_embed_shard", settings.image_size, settings.batch_size, settings.top_k, identity,
-                       images_fingerprint, shard_refs)
+                       images_fingerprint, shard_refs, *engine)
         shards.append(Shard(index, str(store.path("features", SHARD_KIND, key, ".npz")), shard_refs))
     return shards
 
 
-def _encoder(image_size: int):
+def engine_identity() -> dict[str, str]:
+    from .image_onnx import engine_identity
+
+    return engine_identity()
+
+
+def encoder_for(settings: ShardSettings):
+    """The encoder of ``settings`` (one per process, size and engine: a Ray worker reuses it across shards)."""
     from .image_embed import EfficientNetLite0Encoder
 
-    if image_size not in _ENCODERS:  # one model per process and size: a Ray worker reuses it across shards
-        _ENCODERS[image_size] = EfficientNetLite0Encoder(image_size)
-    return _ENCODERS[image_size]
+    key = (settings.image_size, settings.engine, settings.num_threads)
+    if key not in _ENCODERS:
+        if settings.engine == "onnx":
+            from .image_onnx import OnnxImageEncoder
+
+            _ENCODERS[key] = OnnxImageEncoder(EfficientNetLite0Encoder(settings.image_size, device="cpu"),
+                                              workers=settings.num_threads or os.cpu_count() or 1)
+        else:
+            _ENCODERS[key] = EfficientNetLite0Encoder(settings.image_size)
+    return _ENCODERS[key]
+
+
+def _encode_torch(encoder, batches: list, settings: ShardSettings, decode) -> list:
+    import torch
+
+    from ..threads import torch_threads
+
+    out = []
+    with torch_threads(settings.num_threads), torch.inference_mode():
+        for batch in batches:
+            got, imgs, rejected = decode(batch)
+            out.append((got, rejected, *(encoder.encode(imgs, batch_size=len(imgs)) if imgs else (None, None))))
+    return out
+
+
+def _encode_onnx(encoder, batches: list, settings: ShardSettings, decode) -> list:
+    from .image_onnx import in_workers
+
+    def work(batch):
+        got, imgs, rejected = decode(batch)
+        return (got, rejected, *(encoder.run(encoder.torch_encoder.preprocess(imgs)) if imgs else (None, None)))
+
+    return in_workers(work, batches, encoder.workers)
 
 
 def embed_shard(images: dict, settings: ShardSettings, shard: Shard) -> int:
@@ -75,10 +115,9 @@ def embed_shard(images: dict, settings: ShardSettings, shard: Shard) -> int:
         return shard.index
     import torch
 
-    from ..threads import torch_threads
     from .image_embed import decode_batch
 
-    encoder = _encoder(settings.image_size)
+    encoder = encoder_for(settings)
     n, k = len(shard.refs), settings.top_k
     pooled = np.zeros((n, 1280), dtype=np.float16)
     present = np.zeros(n, dtype=bool)
@@ -90,28 +129,30 @@ def embed_shard(images: dict, settings: ShardSettings, shard: Shard) -> int:
     saved = {split: Counter(source.problems) for split, source in images.items()}
     problems: dict[str, Counter] = {split: Counter() for split in images}
     limits = next(iter(images.values())).limits if images else DEFAULT_LIMITS
+
+    def decode(batch: range):
+        payloads = []
+        for i in batch:
+            split, image_id = shard.refs[i]
+            source = images.get(split)
+            payloads.append((i, source.read_bytes(image_id) if source is not None else None))
+        return decode_batch(payloads, settings.image_size, limits)
+
+    batches = [range(start, min(n, start + settings.batch_size)) for start in range(0, n, settings.batch_size)]
+    encode = _encode_onnx if settings.engine == "onnx" else _encode_torch
     try:
-        with torch_threads(settings.num_threads), torch.inference_mode():
-            for start in range(0, n, settings.batch_size):
-                batch = range(start, min(n, start + settings.batch_size))
-                payloads = []
-                for i in batch:
-                    split, image_id = shard.refs[i]
-                    source = images.get(split)
-                    payloads.append((i, source.read_bytes(image_id) if source is not None else None))
-                got, imgs, rejected = decode_batch(payloads, settings.image_size, limits)
-                for i, reason in rejected:
-                    problems[shard.refs[i][0]][reason] += 1
-                if not imgs:
-                    continue
-                feats, logits = encoder.encode(imgs, batch_size=len(imgs))
-                pooled[got] = feats
-                present[got] = True
-                probs = torch.softmax(torch.from_numpy(logits).double(), dim=1)
-                entropy[got] = (-(probs * probs.clamp_min(1e-12).log()).sum(1)).numpy()
-                if k:
-                    values, idx = probs.topk(k, dim=1)
-                    top_prob[got], top_class[got] = values.numpy(), idx.numpy()
+        for got, rejected, feats, logits in encode(encoder, batches, settings, decode):
+            for i, reason in rejected:
+                problems[shard.refs[i][0]][reason] += 1
+            if feats is None:
+                continue
+            pooled[got] = feats
+            present[got] = True
+            probs = torch.softmax(torch.from_numpy(logits).double(), dim=1)
+            entropy[got] = (-(probs * probs.clamp_min(1e-12).log()).sum(1)).numpy()
+            if k:
+                values, idx = probs.topk(k, dim=1)
+                top_prob[got], top_class[got] = values.numpy(), idx.numpy()
         for split, source in images.items():
             problems[split] += source.problems - saved[split]
     finally:

@@ -171,7 +171,11 @@ class Level1Model:
         """``fit_fold`` once per seed of the bag: the fitted state, or a :class:`SeedBag` of them. Past the fold's
         deadline the bag stops early (at least one member)."""
         if self.n_seeds == 1:
-            return self.fit_fold(X_train, y_train, X_valid, y_valid, categorical)
+            # hand the fold's own copy of its rows over as the only reference, so that a model that bins them
+            # (the GBDTs) frees them once binned: the copy is about as large as the binned matrix
+            rows = [X_train]
+            del X_train
+            return self.fit_fold(rows.pop(), y_train, X_valid, y_valid, categorical)
         base, members = self.seed, []
         try:
             for offset in range(self.n_seeds):

@@ -72,6 +72,7 @@ class LightGBMModel(Level1Model):
                             weight=self.sample_weight(y_train))
         valid = lgb.Dataset(missing_codes_as_nan(X_valid, cats), y_valid, reference=train,
                             categorical_feature=cats)
+        del X_train  # the Dataset drops the raw rows once binned (free_raw_data): then nothing holds them
         def stop_at_deadline(env) -> None:
             if self.out_of_time():
                 raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
@@ -214,6 +215,7 @@ class XGBoostModel(Level1Model):
         if t.problem == "multiclass":
             params["num_class"] = t.n_classes
         train = self._matrix(X_train, cats, y_train, self.sample_weight(y_train), quantised=True)
+        del X_train  # binned: the raw rows go now where this was their last reference (Level1Model.fit_bag)
         valid = self._matrix(X_valid, cats, y_valid, quantised=True, ref=train)
         class StopAtDeadline(xgb.callback.TrainingCallback):
             def after_iteration(cb, model, epoch, evals_log) -> bool:  # noqa: N805

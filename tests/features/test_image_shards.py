@@ -88,3 +88,46 @@ def test_images_read_straight_from_the_zip_give_the_same_embedding(tiny_avito_di
     np.testing.assert_array_equal(from_folder.dense["imgemb_top1_class"], from_zip.dense["imgemb_top1_class"])
     np.testing.assert_allclose(from_folder.dense.to_numpy(np.float64), from_zip.dense.to_numpy(np.float64),
                                rtol=0, atol=1e-5, equal_nan=True)
+
+
+def test_onnx_engine_gives_the_torch_features_within_1e_4(tiny_avito_dir, tmp_path, small_shards):
+    from PIL import Image
+
+    from mmstack.features.image_embed import EfficientNetLite0Encoder
+    from mmstack.features.image_onnx import OnnxImageEncoder
+
+    paths = sorted((tiny_avito_dir / "train_jpg").glob("*.jpg"))[:40]
+    images = [Image.open(p).convert("RGB") for p in paths]
+    torch_encoder = EfficientNetLite0Encoder(64, device="cpu")
+    onnx_encoder = OnnxImageEncoder(torch_encoder, workers=2)
+    want_pooled, want_logits = torch_encoder.encode(images, batch_size=16)
+    got_pooled, got_logits = onnx_encoder.encode(images, batch_size=16)  # 3 batches on 2 workers, in order
+    assert got_pooled.shape == (40, 1280) and got_logits.shape == (40, 1000)
+    assert np.abs(got_pooled - want_pooled).max() <= 1e-4
+    assert np.abs(got_logits - want_logits).max() <= 1e-4
+    assert onnx_encoder.max_difference <= 1e-4
+
+    # the block with engine onnx and two workers: the same rows, classes and (float16-stored) features as torch
+    data = avito.load(tiny_avito_dir)
+    outputs = {}
+    for engine in ("torch", "onnx"):
+        params = {**PARAMS, "engine": engine, "num_threads": 2 if engine == "onnx" else 1}
+        cache = BlockCache(data, Store(tmp_path / engine), seed=0)
+        outputs[engine] = cache.get(ImageEmbedBlock(params), lambda name: None).dense
+    a, b = outputs["torch"], outputs["onnx"]
+    np.testing.assert_array_equal(a["imgemb_present"], b["imgemb_present"])
+    np.testing.assert_array_equal(a["imgemb_top1_class"], b["imgemb_top1_class"])
+    np.testing.assert_allclose(a["imgemb_entropy"], b["imgemb_entropy"], atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(a["imgemb_top1_prob"], b["imgemb_top1_prob"], atol=1e-5, equal_nan=True)
+    assert a["imgemb_present"].sum() > 100
+    # the shards of the two engines never share a key
+    names = {e: {p.name for p in (tmp_path / e / "features" / image_shards.SHARD_KIND).glob("*.npz")}
+             for e in outputs}
+    assert names["torch"] and names["onnx"] and not names["torch"] & names["onnx"]
+
+
+def test_unknown_image_engine_is_a_config_error():
+    from mmstack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="engine"):
+        ImageEmbedBlock({**PARAMS, "engine": "tensorrt"})

@@ -96,3 +96,51 @@ def test_release_keeps_live_objects():
     keep = np.arange(1_000_000)
     release()
     assert keep.sum() == 999_999 * 1_000_000 // 2
+
+
+@pytest.mark.parametrize("key", ["xgb", "lgb"])
+def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
+    """The fold's own copy of its training rows is gone while the library trains (it holds the binned matrix):
+    the fold loop hands it over as the only reference and the model drops it after binning."""
+    import weakref
+
+    import lightgbm
+    import xgboost
+
+    from mmstack.folds import Folds, make_fold_ids
+    from mmstack.models.registry import make_model
+    from mmstack.store import Store
+
+    from ..conftest import train
+
+    rng = np.random.default_rng(0)
+    n, n_train = 1500, 1200
+    X = model_matrix([pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                                    "c": rng.integers(-1, 5, n).astype(np.int32)})], ["c"])
+    y = 1 / (1 + np.exp(-X["a"].to_numpy()[:n_train]))
+    inputs = ModelInput(X=X, categorical=["c"], block_keys={"toy": "k1"}, n_train=n_train)
+    made, alive = [], []
+    training_rows = ModelInput.training_rows
+
+    def spy_rows(self, k, positions):
+        rows = training_rows(self, k, positions)
+        made.append(weakref.ref(rows))
+        return rows
+
+    library = xgboost if key == "xgb" else lightgbm
+    library_train = library.train
+
+    def spy_train(*args, **kwargs):
+        if key == "xgb":  # binned before training starts
+            alive.append(made[-1]() is not None)
+        booster = library_train(*args, **kwargs)
+        if key == "lgb":  # LightGBM bins inside train and then drops its reference
+            alive.append(made[-1]() is not None)
+        return booster
+
+    monkeypatch.setattr(ModelInput, "training_rows", spy_rows)
+    monkeypatch.setattr(library, "train", spy_train)
+    folds = Folds(make_fold_ids(n_train, 3, "kfold", 0), 3, "toy-folds")
+    result = train(make_model(key, {"max_rounds": 50, "early_stopping": 10, "learning_rate": 0.3}), inputs, y, folds, Store(tmp_path))
+    assert alive == [False, False, False]
+    assert result.cv < np.std(y)  # and it learned: better than the mean
