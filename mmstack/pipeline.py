@@ -16,7 +16,7 @@ from .config import Config, diff_flat
 from .data.dataset import Dataset
 from .data.schema import check_rows_for_folds
 from .errors import ConfigError
-from .features.base import BlockCache, BlockOutput, FeatureBlock
+from .features.base import BlockCache, BlockOutput, FeatureBlock, JoinedViews
 from .features.registry import make_block
 from .folds import auto_strategy, target_data
 from .memory import release, worth_collecting
@@ -180,9 +180,7 @@ def join_blocks(outputs: dict[str, BlockOutput], keys: dict[str, str], kind: str
         X = model_matrix(frames, categorical)
         if X.columns.duplicated().any():
             raise ConfigError(f"feature name clash between blocks {names}: {list(X.columns[X.columns.duplicated()])}")
-        folds = sorted({k for out in outputs.values() for k in out.train_views})
-        views = {k: pd.concat([o.train_views[k] for o in outputs.values() if k in o.train_views], axis=1)
-                 for k in folds}
+        views = JoinedViews([o.train_views for o in outputs.values()])  # a fold's own, when it asks
         extras = {n: o.extras for n, o in outputs.items() if o.extras}
         return ModelInput(X=X, categorical=categorical, block_keys=keys, train_views=views, extras=extras, **ids)
     import scipy.sparse as sp

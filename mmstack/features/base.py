@@ -45,6 +45,42 @@ class LazyExtras(Mapping):
         return len(self._keys)
 
 
+class StoredViews(Mapping):
+    """A stored block's per-fold training views, read from the store each time a fold asks for its own (at full
+    size the five folds' views together are gigabytes; a fold needs one)."""
+
+    def __init__(self, paths: dict[int, Path]):
+        self._paths = dict(sorted(paths.items()))
+
+    def __getitem__(self, k: int) -> pd.DataFrame:
+        return pd.read_parquet(self._paths[k])
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
+class JoinedViews(Mapping):
+    """Per fold, the training views of several blocks side by side (a model matrix's), joined when asked for."""
+
+    def __init__(self, parts: list[Mapping[int, pd.DataFrame]]):
+        self._parts = [p for p in parts if len(p)]
+
+    def __getitem__(self, k: int) -> pd.DataFrame:
+        frames = [p[k] for p in self._parts if k in p]
+        if not frames:
+            raise KeyError(k)
+        return frames[0] if len(frames) == 1 else pd.concat(frames, axis=1)
+
+    def __iter__(self):
+        return iter(sorted({k for p in self._parts for k in p}))
+
+    def __len__(self) -> int:
+        return len({k for p in self._parts for k in p})
+
+
 @dataclass
 class BlockOutput:
     """A block's features for all rows (train then test, in row-id order).
@@ -63,7 +99,7 @@ class BlockOutput:
     extras: Mapping[str, Any] = field(default_factory=dict)
     # target-reading blocks: training rows as the model of fold k must see them in training (see
     # Folds.out_of_fold); columns are a subset of ``dense``, rows the training rows
-    train_views: dict[int, pd.DataFrame] = field(default_factory=dict)
+    train_views: Mapping[int, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -93,7 +129,7 @@ class BlockOutput:
         dense = pd.read_parquet(path / "dense.parquet") if (path / "dense.parquet").exists() else None
         sparse = sp.load_npz(path / "sparse.npz").tocsr() if (path / "sparse.npz").exists() else None
         extras = LazyExtras(path / "extras.joblib", meta.get("extras", [])) if (path / "extras.joblib").exists() else {}
-        views = {int(p.stem.rsplit("_", 1)[1]): pd.read_parquet(p) for p in path.glob("train_view_*.parquet")}
+        views = StoredViews({int(p.stem.rsplit("_", 1)[1]): p for p in path.glob("train_view_*.parquet")})
         return cls(dense=dense, categorical=meta["categorical"], sparse=sparse, sparse_names=meta["sparse_names"],
                    non_features=meta.get("non_features", []), extras=extras, train_views=views)
 

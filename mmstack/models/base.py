@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -39,7 +40,8 @@ class ModelInput:
     block_keys: dict[str, str]
     n_train: int | None = None
     # per fold k: replacement values of target-reading columns for the labelled rows (Folds.out_of_fold)
-    train_views: dict[int, pd.DataFrame] = field(default_factory=dict)
+    # per fold, the nested target-reading columns of its training rows (read when the fold asks: JoinedViews)
+    train_views: Mapping[int, pd.DataFrame] = field(default_factory=dict)
     # other block artifacts by block name (e.g. {"graph": {"graph": torch_geometric Data}}); dense frames keep
     # the row id as their index, so a model can find its rows in them
     extras: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -62,6 +64,15 @@ class ModelInput:
         if isinstance(self.X, pd.DataFrame):
             return self.X.take(ids)
         return self.X[ids]
+
+    def test_rows(self) -> pd.DataFrame | sp.csr_matrix:
+        """The rows to predict, to be read only: a view of the matrix when they are one ascending run of row ids
+        (test rows after the training rows, the usual case), else a copy. Held through a model's folds, so at
+        full size the copy would be a few hundred MB for nothing."""
+        ids = self.test_ids
+        if isinstance(self.X, pd.DataFrame) and len(ids) and (np.diff(ids) == 1).all():
+            return self.X.iloc[int(ids[0]):int(ids[-1]) + 1]
+        return self.rows(ids)
 
     def training_rows(self, k: int, positions: np.ndarray) -> pd.DataFrame | sp.csr_matrix:
         """Labelled rows at ``positions`` as the model of fold k is trained on them (nested target-reading
@@ -312,7 +323,7 @@ def _remote_fold(model: Level1Model, inputs: ModelInput, data: TargetData, item:
     if not fold_file.is_file():
         model.bind(inputs)  # row tables are not pickled with the model
         split = next(s for s in data.folds.split() if s[0] == k)
-        fit_fold_saved(model, inputs, data, inputs.rows(inputs.test_ids), fold_file, split)
+        fit_fold_saved(model, inputs, data, inputs.test_rows(), fold_file, split)
     return k
 
 
@@ -360,7 +371,7 @@ def train_model(model: Level1Model, inputs: ModelInput, data: TargetData, store:
     covered = np.zeros(len(y), dtype=np.int32)
     test_sum = np.zeros((len(inputs.test_ids), n_out))
     fold_scores, fold_seconds, importance, fitted_seconds = [], [], {}, []
-    X_test = inputs.rows(inputs.test_ids)
+    X_test = inputs.test_rows()
     model.bind(inputs)
     _fit_folds_elsewhere(model, inputs, data, store, task, name, budget)
     for k, tr, va in folds.split():

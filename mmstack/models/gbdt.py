@@ -140,10 +140,10 @@ class CatBoostModel(Level1Model):
                                        **common)
         else:
             model = CatBoostRegressor(loss_function=p["loss_function"], **common)
-        model.fit(Pool(self._cats_as_int(X_train, cats), y_train, cat_features=cats,
-                       weight=self.sample_weight(y_train)),
-                  eval_set=Pool(self._cats_as_int(X_valid, cats), y_valid, cat_features=cats), use_best_model=True,
-                  callbacks=[_Deadline(self)] if self.deadline is not None else None)
+        train = Pool(self._cats_as_int(X_train, cats), y_train, cat_features=cats, weight=self.sample_weight(y_train))
+        del X_train  # the Pool holds its own copy: the raw rows go now (Level1Model.fit_bag)
+        model.fit(train, eval_set=Pool(self._cats_as_int(X_valid, cats), y_valid, cat_features=cats),
+                  use_best_model=True, callbacks=[_Deadline(self)] if self.deadline is not None else None)
         return model, cats
 
     @staticmethod

@@ -98,12 +98,13 @@ def test_release_keeps_live_objects():
     assert keep.sum() == 999_999 * 1_000_000 // 2
 
 
-@pytest.mark.parametrize("key", ["xgb", "lgb"])
+@pytest.mark.parametrize("key", ["xgb", "lgb", "cat"])
 def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
     """The fold's own copy of its training rows is gone while the library trains (it holds the binned matrix):
     the fold loop hands it over as the only reference and the model drops it after binning."""
     import weakref
 
+    import catboost
     import lightgbm
     import xgboost
 
@@ -127,11 +128,12 @@ def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
         made.append(weakref.ref(rows))
         return rows
 
-    library = xgboost if key == "xgb" else lightgbm
-    library_train = library.train
+    library, entry = {"xgb": (xgboost, "train"), "lgb": (lightgbm, "train"),
+                      "cat": (catboost.CatBoostRegressor, "fit")}[key]
+    library_train = getattr(library, entry)
 
     def spy_train(*args, **kwargs):
-        if key == "xgb":  # binned before training starts
+        if key != "lgb":  # binned (a QuantileDMatrix, a Pool) before training starts
             alive.append(made[-1]() is not None)
         booster = library_train(*args, **kwargs)
         if key == "lgb":  # LightGBM bins inside train and then drops its reference
@@ -139,8 +141,46 @@ def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
         return booster
 
     monkeypatch.setattr(ModelInput, "training_rows", spy_rows)
-    monkeypatch.setattr(library, "train", spy_train)
+    monkeypatch.setattr(library, entry, spy_train)
     folds = Folds(make_fold_ids(n_train, 3, "kfold", 0), 3, "toy-folds")
     result = train(make_model(key, {"max_rounds": 50, "early_stopping": 10, "learning_rate": 0.3}), inputs, y, folds, Store(tmp_path))
     assert alive == [False, False, False]
     assert result.cv < np.std(y)  # and it learned: better than the mean
+
+
+def test_test_rows_are_a_view_when_they_follow_the_training_rows():
+    X = model_matrix(_blocks(), ["region"])
+    inputs = ModelInput(X=X, categorical=["region"], block_keys={}, n_train=40)
+    rows = inputs.test_rows()
+    pd.testing.assert_frame_equal(rows, inputs.rows(inputs.test_ids))
+    assert np.shares_memory(rows.to_numpy(), X._mgr.blocks[0].values)  # no copy held through the folds
+    scattered = ModelInput(X=X, categorical=["region"], block_keys={}, train_ids=np.arange(5, 45))
+    rows = scattered.test_rows()  # rows 0-4 and 45-49: not one run, so a copy
+    np.testing.assert_array_equal(rows.index.to_numpy(), np.r_[0:5, 45:50])
+    assert not np.shares_memory(rows.to_numpy(), X._mgr.blocks[0].values)
+
+
+def test_stored_fold_views_are_read_per_fold_and_joined_across_blocks(tmp_path):
+    from mmstack.features.base import BlockOutput, StoredViews
+    from mmstack.pipeline import join_blocks
+
+    rng = np.random.default_rng(1)
+    n, n_train = 30, 20
+    te = pd.DataFrame({"te_a": rng.normal(size=n).astype(np.float32)})
+    graph = pd.DataFrame({"nb_mean": rng.normal(size=n).astype(np.float32)})
+    views = {name: {k: pd.DataFrame({col: np.full(n_train, 10 * k + i, np.float32)})
+                    for k in range(3)} for i, (name, col) in enumerate([("te", "te_a"), ("graph", "nb_mean")])}
+    for name, dense in (("te", te), ("graph", graph)):
+        BlockOutput(dense=dense, train_views=views[name]).save(tmp_path / name)
+    loaded = {name: BlockOutput.load(tmp_path / name) for name in ("te", "graph")}
+    assert isinstance(loaded["te"].train_views, StoredViews) and sorted(loaded["te"].train_views) == [0, 1, 2]
+    inputs = join_blocks(loaded, {"te": "k1", "graph": "k2"}, "dense", n_train=n_train)
+    assert sorted(inputs.train_views) == [0, 1, 2]
+    for k in range(3):
+        rows = inputs.training_rows(k, np.array([0, 3]))
+        np.testing.assert_array_equal(rows["te_a"].to_numpy(), [10 * k, 10 * k])
+        np.testing.assert_array_equal(rows["nb_mean"].to_numpy(), [10 * k + 1, 10 * k + 1])
+    # the same as the blocks held in memory
+    held = join_blocks({"te": BlockOutput(dense=te, train_views=views["te"]),
+                        "graph": BlockOutput(dense=graph, train_views=views["graph"])}, {}, "dense", n_train=n_train)
+    pd.testing.assert_frame_equal(held.training_rows(2, np.arange(n_train)), inputs.training_rows(2, np.arange(n_train)))
