@@ -60,9 +60,12 @@ class NeighbourSampler:
     """GraphSAGE neighbourhood sampling on a CSR of incoming edges, in numpy (no pyg-lib / torch-sparse)."""
 
     def __init__(self, edge_index: np.ndarray, edge_type: np.ndarray, num_nodes: int):
-        src, dst = np.asarray(edge_index[0], np.int64), np.asarray(edge_index[1], np.int64)
+        # node ids and types as int32 (half the memory of the edge lists; positions in ptr stay int64)
+        dst = np.asarray(edge_index[1])
         order = np.argsort(dst, kind="stable")
-        self.src, self.dst, self.type = src[order], dst[order], np.asarray(edge_type, np.int64)[order]
+        self.src = np.asarray(edge_index[0])[order].astype(np.int32)
+        self.dst = dst[order].astype(np.int32)
+        self.type = np.asarray(edge_type)[order].astype(np.int32)
         self.ptr = np.r_[0, np.cumsum(np.bincount(dst, minlength=num_nodes))].astype(np.int64)
         self.num_nodes = num_nodes
         self._local = np.full(num_nodes, -1, dtype=np.int64)
@@ -236,8 +239,9 @@ class GraphSAGEModel(Level1Model):
         # edge types renumbered 0..T-1 in the order of the edges param; types the graph lacks stay empty
         remap = torch.full((len(EDGE_TYPES),), -1, dtype=torch.long)
         remap[wanted] = torch.arange(len(wanted))
-        self._edge_index = graph.edge_index[:, keep]
-        self._edge_type = remap[graph.edge_type[keep]]
+        every = bool(keep.all())  # the usual case: no filtered copy of the edge list
+        self._edge_index = graph.edge_index if every else graph.edge_index[:, keep]
+        self._edge_type = remap[graph.edge_type if every else graph.edge_type[keep]]
         self._n_types = max(1, len(wanted))
 
     # ---- fold loop -------------------------------------------------------------------------------------------
