@@ -53,26 +53,24 @@ def plan(refs: list[tuple[str, str]], wanted: list[int], settings: ShardSettings
          images_fingerprint: dict, store) -> list[Shard]:
     """The shards of the ``wanted`` rows (positions in ``refs``), with their store paths."""
     shards = []
+    engine = ()  # torch shards keep the keys they had before there were engines
+    if settings.engine != "torch":
+        from .image_onnx import engine_identity
+
+        engine = (engine_identity(),)
     for index, start in enumerate(range(0, len(wanted), SHARD_IMAGES)):
         shard_refs = tuple(refs[i] for i in wanted[start:start + SHARD_IMAGES])
-        engine = () if settings.engine == "torch" else (engine_identity(),)  # torch keys as before engines
         key = make_key("image_embed_shard", settings.image_size, settings.batch_size, settings.top_k, identity,
                        images_fingerprint, shard_refs, *engine)
         shards.append(Shard(index, str(store.path("features", SHARD_KIND, key, ".npz")), shard_refs))
     return shards
 
 
-def engine_identity() -> dict[str, str]:
-    from .image_onnx import engine_identity
-
-    return engine_identity()
-
-
 def encoder_for(settings: ShardSettings):
     """The encoder of ``settings`` (one per process, size and engine: a Ray worker reuses it across shards)."""
     from .image_embed import EfficientNetLite0Encoder
 
-    key = (settings.image_size, settings.engine, settings.num_threads)
+    key = (settings.image_size, settings.engine, settings.num_threads if settings.engine == "onnx" else None)
     if key not in _ENCODERS:
         if settings.engine == "onnx":
             from .image_onnx import OnnxImageEncoder
