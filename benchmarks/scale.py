@@ -79,25 +79,38 @@ def mmstack(*args: str) -> list[str]:
     return [sys.executable, "-m", "mmstack", *args]
 
 
-def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str], blocks: list[str]) -> list[dict]:
-    """make-data in its own process, then every block and model of one size in one child process."""
+def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str], blocks: list[str],
+                 done: set[str] = frozenset(), keep_work: bool = False):
+    """make-data in its own process, then every block and model of one size in one child process; yields each
+    step as it is measured. With ``keep_work`` the size's store is kept from an earlier invocation: its blocks are
+    reused (their steps were measured then, and are not measured again), and only steps not in ``done`` run."""
     data, work = data_root / f"avito-{rows}", data_root / f"work-{rows}"
-    shutil.rmtree(work, ignore_errors=True)
-    steps = []
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
     if not (data / "train.csv").exists():
         secs, peak, _, cpu = timed(mmstack("make-data", "avito", "--rows", str(rows), "--seed", "123", "--no-images",
                                            "--out", str(data)))
-        steps.append({"step": "make-data", "kind": "data", "rows": rows, "seconds": secs, "cpu_seconds": cpu,
-                      "peak_mb": peak, "out_mb": folder_mb(data)})
-    result = work.with_suffix(".steps.json")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(data), str(work), str(result),
-           "--models", *models, "--blocks", *blocks, *[a for s in sets for a in ("--set", s)]]
-    secs, peak, out, _ = timed(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    steps += json.loads(result.read_text())
-    for step in steps:
-        step["process_peak_mb"] = peak
-    steps.extend(group_statistics(data))
-    return steps
+        yield {"step": "make-data", "kind": "data", "rows": rows, "seconds": secs, "cpu_seconds": cpu,
+               "peak_mb": peak, "out_mb": folder_mb(data)}
+    result = work.with_suffix(".steps.jsonl")
+    result.unlink(missing_ok=True)
+    todo = [m for m in models if m not in done]
+    if todo or any(b not in done for b in blocks):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(data), str(work), str(result),
+               "--models", *todo, "--blocks", *blocks, *[a for s in sets for a in ("--set", s)]]
+        failure = None
+        try:
+            _, peak, _, _ = timed(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        except (RuntimeError, KeyboardInterrupt) as exc:  # the steps the child finished still count
+            peak, failure = float("nan"), exc
+        steps = [json.loads(line) for line in result.read_text().splitlines()] if result.exists() else []
+        for step in steps:
+            if not step.get("reused") and step["step"] not in done:
+                yield {**step, "process_peak_mb": peak}
+        if failure is not None:
+            raise failure
+    if not any(step.startswith("group ") for step in done):
+        yield from group_statistics(data, rows)
 
 
 def child(data: Path, work: Path, result: Path, sets: list[str], models: list[str], blocks: list[str]) -> None:
@@ -134,8 +147,15 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
     start, cpu = time.perf_counter(), time.process_time()
     spec, dataset, targets = prepare(cfg, data, store, Timer())
     rows = dataset.n_train
-    steps = [{"step": "load + folds", "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
-              "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(), "out_mb": 0.0}]
+
+    def record(step: dict) -> None:
+        """One step, written (a JSON line, flushed) as soon as it is measured: a stopped run keeps its steps."""
+        with open(result, "a") as fh:
+            fh.write(json.dumps(step) + "\n")
+        print(json.dumps(step), flush=True)
+
+    record({"step": "load + folds", "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(), "out_mb": 0.0})
     made: dict = {}
 
     def resolve(name):
@@ -147,24 +167,24 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
         reset_peak()
         start, cpu = time.perf_counter(), time.process_time()
         cache.get(resolve(block), resolve)
-        steps.append({"step": block, "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
-                      "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(),
-                      "out_mb": folder_mb(work / "features" / block)})
-        print(json.dumps(steps[-1]), flush=True)
+        record({"step": block, "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(),
+                "out_mb": folder_mb(work / "features" / block), "reused": cache.reused[block]})
     free_raw_data(cfg, spec, dataset)  # as a run does before its models
     for model in models:
+        for part in ("models", "oof"):  # what an earlier, stopped invocation left of this model (fold files)
+            for path in (work / part / "avito").glob(f"{model}__*"):
+                path.unlink()
         reset_peak()
         start, cpu = time.perf_counter(), time.process_time()
         res = train_models(cfg, spec, target, store, cache, only=[model])[0]
         outs = list((work / "models" / "avito").glob(f"{model}__*")) + list((work / "oof" / "avito").glob(f"{model}__*"))
-        steps.append({"step": model, "kind": "model", "rows": rows, "seconds": time.perf_counter() - start,
-                      "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(), "out_mb": folder_mb(*outs),
-                      "cv": res.cv})
-        print(json.dumps(steps[-1]), flush=True)
-    result.write_text(json.dumps(steps))
+        record({"step": model, "kind": "model", "rows": rows, "seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(), "out_mb": folder_mb(*outs),
+                "cv": res.cv})
 
 
-def group_statistics(data: Path) -> list[dict]:
+def group_statistics(data: Path, size: int) -> list[dict]:
     """The tabular block's group statistics on train + test + active rows, in pandas (the block's price
     statistics, :func:`price_vs_group`, and pandas' groupby-size counts) and in polars (the same figures: mean,
     median, z-score, rank, size per group, checked equal), side by side; CPU seconds on one polars thread."""
@@ -208,7 +228,7 @@ def group_statistics(data: Path) -> list[dict]:
     for (what, engine), compute in ways.items():
         start, cpu = time.perf_counter(), time.process_time()
         results[what, engine] = compute().to_numpy(np.float64)
-        out.append({"step": f"group {what} ({engine})", "kind": "group", "rows": len(pool),
+        out.append({"step": f"group {what} ({engine})", "kind": "group", "rows": len(pool), "size": size,
                     "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu})
     for what in ("price statistics", "counts"):
         if not np.allclose(results[what, "pandas"], results[what, "polars"], equal_nan=True, atol=1e-9):
@@ -292,6 +312,9 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, type=Path, metavar=("DATA", "WORK", "RESULT"))
     parser.add_argument("--note", default="", help="a paragraph recorded under the table (conditions)")
     parser.add_argument("--from-results", action="store_true", help="only make the table from --results")
+    parser.add_argument("--keep-work", action="store_true",
+                        help="go on with a stopped run: keep each size's store, measure only the steps not yet in "
+                             "--results (blocks already built are reused, not measured again)")
     args = parser.parse_args()
     # one polars thread, as the other libraries get (set before polars is first imported)
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
@@ -303,8 +326,11 @@ def main() -> None:
     if args.from_results:
         steps = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
         args.rows = sorted({s["rows"] for s in steps if s["kind"] == "data"} or args.rows)
+    if args.keep_work and results.exists():  # steps of the sizes measured so far (an earlier, stopped run)
+        steps = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     for rows in ([] if args.from_results else args.rows):
-        for step in measure_size(rows, args.data, args.sets, args.models, args.blocks):
+        done = {s["step"] for s in steps if s["rows"] == rows or s["kind"] == "group" and s.get("size") == rows}
+        for step in measure_size(rows, args.data, args.sets, args.models, args.blocks, done, args.keep_work):
             steps.append(step)
             with open(results, "a") as fh:
                 fh.write(json.dumps(step) + "\n")

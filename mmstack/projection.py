@@ -63,14 +63,17 @@ def pca_projection(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 4096) -
 
 
 def whitened(x: np.ndarray, fit_rows: np.ndarray, k: int, rel_tol: float = 1e-8, chunk: int = 65_536,
-             columns: np.ndarray | None = None) -> np.ndarray:
+             columns: np.ndarray | None = None, n_out: int | None = None, dtype=np.float64) -> np.ndarray:
     """All rows of ``x`` (its ``columns`` when given) projected on the top-``k`` axes of ``x[fit_rows]`` and scaled
-    to unit variance (axes beyond the rank give 0), in float64, ``chunk`` rows at a time (no float64 copy of all
-    of ``x``)."""
+    to unit variance (axes beyond the rank give 0), computed in float64 ``chunk`` rows at a time (no float64 copy
+    of all of ``x``) and returned as ``dtype``. With ``n_out`` rows, those after ``x``'s own are the projection of
+    an all-zero row (rows that have no values, without a block of zeros to project)."""
     mean, values, axes = pca_fit(x, fit_rows, k, rel_tol, columns=columns)
     scale = np.sqrt(np.clip(values, 0, None))
     projection = axes * np.where(scale > 0, 1.0 / np.maximum(scale, 1e-30), 0.0)
-    out = np.empty((len(x), projection.shape[1]))
+    out = np.empty((len(x) if n_out is None else n_out, projection.shape[1]), dtype)
     for s in range(0, len(x), chunk):
-        out[s:s + chunk] = (_rows64(x, slice(s, s + chunk), columns) - mean) @ projection
+        part = _rows64(x, slice(s, s + chunk), columns)
+        out[s:s + len(part)] = (part - mean) @ projection
+    out[len(x):] = (np.zeros((1, len(mean))) - mean) @ projection
     return out

@@ -6,13 +6,13 @@ two streams into one head (:class:`GraphSAGENet`): the node's own features throu
 stream of ``layers`` relational SAGE layers (per edge type a mean ``SAGEConv``, summed with a linear map of the
 node itself) whose every layer output also feeds the head, so the net can fall back to what the MLP sees.
 
-Node features are the model's dense matrix, standardised and NaN-imputed by the MLP's :class:`TabularScaler`
-fitted on the fold's training rows; category codes are embedded (own stream). Active listings have no features
-in the blocks: they get zero numbers, the "missing" category and an ``active`` flag of 1, and relay messages
-between a seller's rows. What travels along edges is a whitened PCA (``message_components``) of the numeric
-columns **minus the target-reading ones**: a test node's target encodings are computed from all training rows,
-the validation fold's included, so sending them along edges would hand a validation node its own target through
-its test neighbours (the first version did, and its CV was 0.002 too good).
+Node features are the model's dense matrix, standardised and NaN-imputed by the MLP's :class:`TabularScaler` fitted
+on the fold's training rows; category codes are embedded (own stream). Active listings have no features in the
+blocks and are never a net's own input: they hold no numbers or codes, send the message of an all-zero row with an
+``active`` flag of 1, and relay messages between a seller's rows. What travels along edges is a whitened PCA
+(``message_components``) of the numeric columns **minus the target-reading ones**: a test node's target encodings
+are computed from all training rows, the validation fold's included, so sending them along edges would hand a
+validation node its own target through its test neighbours (the first version did, and its CV was 0.002 too good).
 
 No target crosses folds: targets are never node features, and in fold k the loss is taken on the fold's training
 rows only; validation and test nodes are just predicted (early stopping watches the validation nodes). The fold's
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ from ..threads import torch_threads
 from .base import Level1Model, ModelInput
 from .heads import Head
 from .registry import register
-from .tabular_input import CategoryEmbeddings, TabularScaler
+from .tabular_input import ROWS_PER_PASS, CategoryEmbeddings, TabularScaler
 from .torch_training import device_for, seed_everything
 
 log = logging.getLogger(__name__)
@@ -165,18 +166,39 @@ class GraphSAGENet(nn.Module):
         return self.head(torch.cat([mine] + outputs, dim=1))
 
 
-def project(numeric: torch.Tensor, columns: list[int], n_rows: int, k: int) -> torch.Tensor:
-    """The message features: the numbers' ``columns``, or with ``k`` fewer than those their whitened PCA to ``k``
-    columns (fitted on the row nodes; no target involved) clipped to [-5, 5], taken without a copy of the
-    columns: the graph stream's input width, and so its cost per sampled node, drops ~10x."""
+def project(numeric: torch.Tensor, columns: list[int], n_nodes: int, k: int) -> torch.Tensor:
+    """The message features of every node: the row nodes' numbers (``numeric``, one row per row node) in
+    ``columns``, or with ``k`` fewer than those their whitened PCA to ``k`` columns (fitted on the row nodes; no
+    target involved) clipped to [-5, 5]. The nodes after the rows (active listings) have no numbers: theirs is the
+    message of an all-zero row. No copy of the columns is made: the graph stream's input width, and so its cost
+    per sampled node, drops ~10x."""
+    n_rows = len(numeric)
     if not k or len(columns) <= k:
-        return numeric[:, columns]
-    x = whitened(numeric.numpy(), np.arange(n_rows), k, columns=np.asarray(columns))
-    return torch.from_numpy(np.clip(x, -5, 5).astype(np.float32))
+        out = torch.zeros(n_nodes, len(columns))
+        out[:n_rows] = numeric[:, columns]
+        return out
+    x = whitened(numeric.numpy(), np.arange(n_rows), k, columns=np.asarray(columns), n_out=n_nodes,
+                 dtype=np.float32)
+    return torch.from_numpy(np.clip(x, -5, 5, out=x))
 
 
 def split_edges(edge_index: torch.Tensor, edge_type: torch.Tensor, n_types: int) -> list[torch.Tensor]:
     return [edge_index[:, edge_type == t] for t in range(n_types)]
+
+
+@dataclass
+class NodeFeatures:
+    """A fold's node features: ``numeric`` and ``codes`` of the row nodes (scaled by ``scaler``), ``message``
+    and ``active`` of every node."""
+
+    scaler: TabularScaler
+    numeric: torch.Tensor
+    message: torch.Tensor
+    codes: torch.Tensor
+    active: torch.Tensor
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.numeric, self.message, self.codes, self.active
 
 
 @register
@@ -248,38 +270,47 @@ class GraphSAGEModel(Level1Model):
     def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
         train_ids = X_train.index.to_numpy(dtype=np.int64)
         valid_ids = X_valid.index.to_numpy(dtype=np.int64)
-        return self.fit_nodes(X_train, y_train, X_valid, train_ids, y_train, valid_ids, y_valid, categorical)
+        nodes = self.node_features(X_train, X_valid, categorical)
+        del X_train  # now in the node features: the fold's copy of its rows goes (Level1Model.fit_bag)
+        return self.fit_nodes(nodes, train_ids, y_train, valid_ids, y_valid)
 
-    def fit_nodes(self, X_train, y_train, X_valid, loss_ids: np.ndarray, y_loss: np.ndarray, valid_ids: np.ndarray,
-                  y_valid: np.ndarray, categorical: list[str]) -> dict[str, Any]:
-        """Fit with the loss on nodes ``loss_ids`` (the fold's training rows) and early stopping on ``valid_ids``.
-
-        Features: the bound matrix, with the fold's training and validation rows replaced by the frames given
-        (training rows hold their nested target-encoding values). Returns the scaler, the net (on CPU) and the
-        prediction of every row node at the best epoch.
-        """
+    def node_features(self, X_train: pd.DataFrame, X_valid: pd.DataFrame, categorical: list[str]) -> NodeFeatures:
+        """The fold's node features: the bound matrix scaled by a :class:`TabularScaler` fitted on ``X_train``,
+        with the fold's training and validation rows replaced by the frames given (training rows hold their
+        nested target-encoding values), and the message features of every node."""
         if self._graph is None:
             raise RuntimeError("gnn: bind(inputs) must be called before fitting")
-        p = self.params
         scaler = TabularScaler.fit(X_train, categorical)
-        numeric, codes, active = self._node_features(scaler, self._X)
-        for frame in (X_train, X_valid):  # the fold's own view of its rows (nested target encodings)
-            ids = torch.from_numpy(np.ascontiguousarray(frame.index.to_numpy(dtype=np.int64)))
-            numeric[ids], codes[ids] = scaler.transform(frame)  # columns taken by name
+        numeric, codes = scaler.transform(self._X)
+        for frame in (X_train, X_valid):  # the fold's own view of its rows (nested target encodings), a block
+            ids = frame.index.to_numpy(dtype=np.int64)  # of rows at a time (no scaled copy of the whole fold)
+            for start in range(0, len(frame), ROWS_PER_PASS):
+                part = torch.from_numpy(np.ascontiguousarray(ids[start:start + ROWS_PER_PASS]))
+                numeric[part], codes[part] = scaler.transform(frame.iloc[start:start + ROWS_PER_PASS])
         allowed = self._message_columns(scaler.numeric)
-        n_rows = self._X.shape[0]
-        message = project(numeric, [j for j, c in enumerate(scaler.numeric) if c in allowed], n_rows,
-                          p["message_components"])
+        n_nodes, n_rows = int(self._graph.num_nodes), len(numeric)
+        message = project(numeric, [j for j, c in enumerate(scaler.numeric) if c in allowed], n_nodes,
+                          self.params["message_components"])
+        # active listings have no features in the blocks: no numbers or codes (only row nodes are ever a net's
+        # "own" input), the message of an all-zero row and an ``active`` flag of 1
+        active = torch.cat([torch.zeros(n_rows), torch.ones(n_nodes - n_rows)])
+        return NodeFeatures(scaler, numeric, message, codes, active)
+
+    def fit_nodes(self, nodes: NodeFeatures, loss_ids: np.ndarray, y_loss: np.ndarray, valid_ids: np.ndarray,
+                  y_valid: np.ndarray) -> dict[str, Any]:
+        """Fit with the loss on nodes ``loss_ids`` (the fold's training rows) and early stopping on ``valid_ids``.
+        Returns the scaler, the net (on CPU) and the prediction of every row node at the best epoch."""
+        p = self.params
         head = Head(self.target, y_loss, p["loss"], p["class_weight"])
         seed_everything(self.seed)  # before the weights are initialised
-        net = GraphSAGENet(numeric.shape[1], message.shape[1], scaler.cardinality, self._n_types, head,
-                           p["hidden"], p["layers"], p["dropout"])
+        net = GraphSAGENet(nodes.numeric.shape[1], nodes.message.shape[1], nodes.scaler.cardinality, self._n_types,
+                           head, p["hidden"], p["layers"], p["dropout"])
         device = device_for()
         with torch_threads(p["num_threads"]):
-            pred = _train_graph(net, head, self.target.metric, (numeric, message, codes, active), self._edge_index,
-                                self._edge_type, self._n_types, loss_ids, y_loss, valid_ids, y_valid, p, self.seed,
-                                device, n_rows, self.out_of_time)
-        return {"scaler": scaler, "head": head, "net": net.cpu(), "pred": pred.astype(np.float32)}
+            pred = _train_graph(net, head, self.target.metric, nodes.tensors(), self._edge_index, self._edge_type,
+                                self._n_types, loss_ids, y_loss, valid_ids, y_valid, p, self.seed, device,
+                                len(nodes.numeric), self.out_of_time)
+        return {"scaler": nodes.scaler, "head": head, "net": net.cpu(), "pred": pred.astype(np.float32)}
 
     def _message_columns(self, numeric: list[str]) -> set[str]:
         """Numeric columns that may travel along edges: all but the target-reading ones."""
@@ -291,15 +322,6 @@ class GraphSAGEModel(Level1Model):
         if len(ids) and (ids.min() < 0 or ids.max() >= len(pred)):
             raise ValueError("gnn predicts only the graph's row nodes (row ids 0..n_rows-1)")
         return pred[ids].astype(np.float64)
-
-    def _node_features(self, scaler: TabularScaler, rows: pd.DataFrame):
-        """Numbers, codes and active flag of every node; active listings get zeros, code 0 and flag 1."""
-        n_nodes, n_rows = int(self._graph.num_nodes), len(rows)
-        numeric = torch.zeros(n_nodes, len(scaler.numeric))
-        codes = torch.zeros(n_nodes, len(scaler.categorical), dtype=torch.int64)
-        scaler.transform(rows, out=(numeric[:n_rows].numpy(), codes[:n_rows].numpy()))
-        active = torch.cat([torch.zeros(n_rows), torch.ones(n_nodes - n_rows)])
-        return numeric, codes, active
 
 
 def _train_graph(net: GraphSAGENet, head: Head, metric: Metric, features, edge_index: torch.Tensor,

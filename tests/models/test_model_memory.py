@@ -90,6 +90,12 @@ def test_whitened_columns_in_chunks_equal_the_copied_columns():
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     # whitened: unit variance on the fitted rows
     np.testing.assert_allclose(got[fit_rows].std(axis=0), 1.0, atol=1e-9)
+    # rows past x's own (the graph's active listings) are those of an all-zero row, in the dtype asked for
+    padded = whitened(x, fit_rows, 3, chunk=64, columns=columns, n_out=530, dtype=np.float32)
+    zeros = whitened(np.vstack([x, np.zeros((30, 6))]), fit_rows, 3, chunk=64, columns=columns)
+    assert padded.shape == (530, 3) and padded.dtype == np.float32
+    np.testing.assert_allclose(padded, zeros, rtol=0, atol=1e-5)
+    assert np.abs(padded[500:]).max() > 0.1 and np.ptp(padded[500:], axis=0).max() == 0
 
 
 def test_release_keeps_live_objects():
@@ -184,3 +190,39 @@ def test_stored_fold_views_are_read_per_fold_and_joined_across_blocks(tmp_path):
     held = join_blocks({"te": BlockOutput(dense=te, train_views=views["te"]),
                         "graph": BlockOutput(dense=graph, train_views=views["graph"])}, {}, "dense", n_train=n_train)
     pd.testing.assert_frame_equal(held.training_rows(2, np.arange(n_train)), inputs.training_rows(2, np.arange(n_train)))
+
+
+def test_gnn_frees_the_fold_rows_and_holds_no_numbers_for_active_listings(monkeypatch, tmp_path):
+    """While the graph net trains, the fold's copy of its rows is gone (its scaled values are in the node
+    features), only row nodes hold numbers and codes, and every active listing sends the message of an all-zero
+    row."""
+    import weakref
+
+    from mmstack.models import gnn
+    from mmstack.models.registry import make_model
+    from mmstack.store import Store
+
+    from ..conftest import train
+    from .test_nets import GNN_FAST, _planted_inputs
+
+    inputs, y, folds = _planted_inputs(n_train=300, n_test=60, n_active=40)
+    made, seen = [], []
+    training_rows, train_graph = ModelInput.training_rows, gnn._train_graph
+
+    def spy_rows(self, k, positions):
+        rows = training_rows(self, k, positions)
+        made.append(weakref.ref(rows))
+        return rows
+
+    def spy_train(net, head, metric, features, *args, **kwargs):
+        numeric, message, codes, active = features
+        seen.append((made[-1]() is None, numeric.shape[0], codes.shape[0], message.shape[0],
+                     np.ptp(message[360:].numpy(), axis=0).max(), active[:360].sum().item(), active[360:].sum().item()))
+        return train_graph(net, head, metric, features, *args, **kwargs)
+
+    monkeypatch.setattr(ModelInput, "training_rows", spy_rows)
+    monkeypatch.setattr(gnn, "_train_graph", spy_train)
+    result = train(make_model("gnn", {**GNN_FAST, "epochs": 3, "message_components": 2}), inputs, y, folds,
+                   Store(tmp_path))
+    assert seen == [(True, 360, 360, 400, 0.0, 0.0, 40.0)] * 3
+    assert np.isfinite(result.cv)

@@ -160,8 +160,8 @@ class LeakyLossGNN(GraphSAGEModel):
 
     def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
         ids = np.r_[X_train.index.to_numpy(), X_valid.index.to_numpy()]
-        return self.fit_nodes(X_train, y_train, X_valid, ids, np.r_[y_train, y_valid],
-                              X_valid.index.to_numpy(), y_valid, categorical)
+        return self.fit_nodes(self.node_features(X_train, X_valid, categorical), ids, np.r_[y_train, y_valid],
+                              X_valid.index.to_numpy(), y_valid)
 
 
 class LeakyMessageGNN(GraphSAGEModel):
