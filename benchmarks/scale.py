@@ -9,6 +9,10 @@ each step's seconds and the process's peak RSS during the step (what has to fit 
 models run with the config's params except the ``--set`` overrides (recorded with the table). The exponent b of ``seconds ~ rows^b`` is fitted on the measured points; full-size seconds are
 ``seconds(largest) * (full / largest)^max(b, 1)``; peak memory is extrapolated linearly (``a + c * rows``) from
 the points. The group statistics of the ``tabular`` block are also timed in pandas and polars side by side.
+
+Each step is written to ``--results`` as soon as it is measured. A long size (500k takes hours) can be split over
+several sittings: stop it, then rerun the same command with ``--keep-work``; the size's store is kept, the blocks
+already built are reused (their steps were measured the first time) and only the missing steps run.
 """
 from __future__ import annotations
 
