@@ -53,7 +53,9 @@ class MLPModel(Level1Model):
         head = Head(self.target, y_train, p["loss"], p["class_weight"])
         seed_everything(self.seed)  # before the weights are initialised
         net = MLPNet(len(scaler.numeric), scaler.cardinality, p["hidden"], p["dropout"], head)
-        net = fit_with_params(net, head, self.target.metric, p, self.seed, scaler.transform(X_train), y_train,
+        train = scaler.transform(X_train)
+        del X_train  # scaled: the fold's copy of its rows goes before training (Level1Model.fit_bag)
+        net = fit_with_params(net, head, self.target.metric, p, self.seed, train, y_train,
                               scaler.transform(X_valid), y_valid, desc="mlp", out_of_time=self.out_of_time)
         return scaler, head, net
 

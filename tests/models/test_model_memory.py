@@ -226,3 +226,40 @@ def test_gnn_frees_the_fold_rows_and_holds_no_numbers_for_active_listings(monkey
                    Store(tmp_path))
     assert seen == [(True, 360, 360, 400, 0.0, 0.0, 40.0)] * 3
     assert np.isfinite(result.cv)
+
+
+def test_mlp_frees_the_fold_rows_once_scaled(monkeypatch, tmp_path):
+    """While the MLP trains, the fold's copy of its training rows is gone (the scaled tensors hold them)."""
+    import weakref
+
+    from mmstack.folds import Folds, make_fold_ids
+    from mmstack.models import mlp
+    from mmstack.models.registry import make_model
+    from mmstack.store import Store
+
+    from ..conftest import train
+
+    rng = np.random.default_rng(0)
+    n, n_train = 600, 500
+    X = model_matrix([pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                                    "c": rng.integers(-1, 5, n).astype(np.int32)})], ["c"])
+    y = 1 / (1 + np.exp(-X["a"].to_numpy()[:n_train]))
+    inputs = ModelInput(X=X, categorical=["c"], block_keys={"toy": "k1"}, n_train=n_train)
+    made, alive = [], []
+    training_rows, fit_with_params = ModelInput.training_rows, mlp.fit_with_params
+
+    def spy_rows(self, k, positions):
+        rows = training_rows(self, k, positions)
+        made.append(weakref.ref(rows))
+        return rows
+
+    def spy_fit(*args, **kwargs):
+        alive.append(made[-1]() is not None)
+        return fit_with_params(*args, **kwargs)
+
+    monkeypatch.setattr(ModelInput, "training_rows", spy_rows)
+    monkeypatch.setattr(mlp, "fit_with_params", spy_fit)
+    folds = Folds(make_fold_ids(n_train, 3, "kfold", 0), 3, "toy-folds")
+    result = train(make_model("mlp", {"epochs": 5, "seeds": 1}), inputs, y, folds, Store(tmp_path))
+    assert alive == [False, False, False]
+    assert result.cv < np.std(y)
