@@ -104,12 +104,33 @@ def test_release_keeps_live_objects():
     assert keep.sum() == 999_999 * 1_000_000 // 2
 
 
+def _watch_fold_rows(monkeypatch) -> list:
+    """Weak references to each fold's copy of its training rows, as ModelInput.training_rows makes them."""
+    import weakref
+
+    made, training_rows = [], ModelInput.training_rows
+
+    def spy_rows(self, k, positions):
+        rows = training_rows(self, k, positions)
+        made.append(weakref.ref(rows))
+        return rows
+
+    monkeypatch.setattr(ModelInput, "training_rows", spy_rows)
+    return made
+
+
+def _toy_input(n: int, n_train: int) -> tuple[ModelInput, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = model_matrix([pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                                    "c": rng.integers(-1, 5, n).astype(np.int32)})], ["c"])
+    y = 1 / (1 + np.exp(-X["a"].to_numpy()[:n_train]))
+    return ModelInput(X=X, categorical=["c"], block_keys={"toy": "k1"}, n_train=n_train), y
+
+
 @pytest.mark.parametrize("key", ["xgb", "lgb", "cat"])
 def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
     """The fold's own copy of its training rows is gone while the library trains (it holds the binned matrix):
     the fold loop hands it over as the only reference and the model drops it after binning."""
-    import weakref
-
     import catboost
     import lightgbm
     import xgboost
@@ -120,20 +141,8 @@ def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
 
     from ..conftest import train
 
-    rng = np.random.default_rng(0)
-    n, n_train = 1500, 1200
-    X = model_matrix([pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
-                                    "c": rng.integers(-1, 5, n).astype(np.int32)})], ["c"])
-    y = 1 / (1 + np.exp(-X["a"].to_numpy()[:n_train]))
-    inputs = ModelInput(X=X, categorical=["c"], block_keys={"toy": "k1"}, n_train=n_train)
-    made, alive = [], []
-    training_rows = ModelInput.training_rows
-
-    def spy_rows(self, k, positions):
-        rows = training_rows(self, k, positions)
-        made.append(weakref.ref(rows))
-        return rows
-
+    inputs, y = _toy_input(1500, 1200)
+    made, alive = _watch_fold_rows(monkeypatch), []
     library, entry = {"xgb": (xgboost, "train"), "lgb": (lightgbm, "train"),
                       "cat": (catboost.CatBoostRegressor, "fit")}[key]
     library_train = getattr(library, entry)
@@ -146,9 +155,8 @@ def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
             alive.append(made[-1]() is not None)
         return booster
 
-    monkeypatch.setattr(ModelInput, "training_rows", spy_rows)
     monkeypatch.setattr(library, entry, spy_train)
-    folds = Folds(make_fold_ids(n_train, 3, "kfold", 0), 3, "toy-folds")
+    folds = Folds(make_fold_ids(len(y), 3, "kfold", 0), 3, "toy-folds")
     result = train(make_model(key, {"max_rounds": 50, "early_stopping": 10, "learning_rate": 0.3}), inputs, y, folds, Store(tmp_path))
     assert alive == [False, False, False]
     assert result.cv < np.std(y)  # and it learned: better than the mean
@@ -196,8 +204,6 @@ def test_gnn_frees_the_fold_rows_and_holds_no_numbers_for_active_listings(monkey
     """While the graph net trains, the fold's copy of its rows is gone (its scaled values are in the node
     features), only row nodes hold numbers and codes, and every active listing sends the message of an all-zero
     row."""
-    import weakref
-
     from mmstack.models import gnn
     from mmstack.models.registry import make_model
     from mmstack.store import Store
@@ -206,13 +212,8 @@ def test_gnn_frees_the_fold_rows_and_holds_no_numbers_for_active_listings(monkey
     from .test_nets import GNN_FAST, _planted_inputs
 
     inputs, y, folds = _planted_inputs(n_train=300, n_test=60, n_active=40)
-    made, seen = [], []
-    training_rows, train_graph = ModelInput.training_rows, gnn._train_graph
-
-    def spy_rows(self, k, positions):
-        rows = training_rows(self, k, positions)
-        made.append(weakref.ref(rows))
-        return rows
+    made, seen = _watch_fold_rows(monkeypatch), []
+    train_graph = gnn._train_graph
 
     def spy_train(net, head, metric, features, *args, **kwargs):
         numeric, message, codes, active = features
@@ -220,7 +221,6 @@ def test_gnn_frees_the_fold_rows_and_holds_no_numbers_for_active_listings(monkey
                      np.ptp(message[360:].numpy(), axis=0).max(), active[:360].sum().item(), active[360:].sum().item()))
         return train_graph(net, head, metric, features, *args, **kwargs)
 
-    monkeypatch.setattr(ModelInput, "training_rows", spy_rows)
     monkeypatch.setattr(gnn, "_train_graph", spy_train)
     result = train(make_model("gnn", {**GNN_FAST, "epochs": 3, "message_components": 2}), inputs, y, folds,
                    Store(tmp_path))
@@ -230,8 +230,6 @@ def test_gnn_frees_the_fold_rows_and_holds_no_numbers_for_active_listings(monkey
 
 def test_mlp_frees_the_fold_rows_once_scaled(monkeypatch, tmp_path):
     """While the MLP trains, the fold's copy of its training rows is gone (the scaled tensors hold them)."""
-    import weakref
-
     from mmstack.folds import Folds, make_fold_ids
     from mmstack.models import mlp
     from mmstack.models.registry import make_model
@@ -239,27 +237,16 @@ def test_mlp_frees_the_fold_rows_once_scaled(monkeypatch, tmp_path):
 
     from ..conftest import train
 
-    rng = np.random.default_rng(0)
-    n, n_train = 600, 500
-    X = model_matrix([pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
-                                    "c": rng.integers(-1, 5, n).astype(np.int32)})], ["c"])
-    y = 1 / (1 + np.exp(-X["a"].to_numpy()[:n_train]))
-    inputs = ModelInput(X=X, categorical=["c"], block_keys={"toy": "k1"}, n_train=n_train)
-    made, alive = [], []
-    training_rows, fit_with_params = ModelInput.training_rows, mlp.fit_with_params
-
-    def spy_rows(self, k, positions):
-        rows = training_rows(self, k, positions)
-        made.append(weakref.ref(rows))
-        return rows
+    inputs, y = _toy_input(600, 500)
+    made, alive = _watch_fold_rows(monkeypatch), []
+    fit_with_params = mlp.fit_with_params
 
     def spy_fit(*args, **kwargs):
         alive.append(made[-1]() is not None)
         return fit_with_params(*args, **kwargs)
 
-    monkeypatch.setattr(ModelInput, "training_rows", spy_rows)
     monkeypatch.setattr(mlp, "fit_with_params", spy_fit)
-    folds = Folds(make_fold_ids(n_train, 3, "kfold", 0), 3, "toy-folds")
+    folds = Folds(make_fold_ids(len(y), 3, "kfold", 0), 3, "toy-folds")
     result = train(make_model("mlp", {"epochs": 5, "seeds": 1}), inputs, y, folds, Store(tmp_path))
     assert alive == [False, False, False]
     assert result.cv < np.std(y)
