@@ -75,5 +75,5 @@ def whitened(x: np.ndarray, fit_rows: np.ndarray, k: int, rel_tol: float = 1e-8,
     for s in range(0, len(x), chunk):
         part = _rows64(x, slice(s, s + chunk), columns)
         out[s:s + len(part)] = (part - mean) @ projection
-    out[len(x):] = (np.zeros((1, len(mean))) - mean) @ projection
+    out[len(x):] = -mean @ projection
     return out

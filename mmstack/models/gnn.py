@@ -51,7 +51,7 @@ from ..threads import torch_threads
 from .base import Level1Model, ModelInput
 from .heads import Head
 from .registry import register
-from .tabular_input import ROWS_PER_PASS, CategoryEmbeddings, TabularScaler
+from .tabular_input import CategoryEmbeddings, TabularScaler
 from .torch_training import device_for, seed_everything
 
 log = logging.getLogger(__name__)
@@ -287,11 +287,9 @@ class GraphSAGEModel(Level1Model):
             raise RuntimeError("gnn: bind(inputs) must be called before fitting")
         scaler = TabularScaler.fit(X_train, categorical)
         numeric, codes = scaler.transform(self._X)
-        for frame in (X_train, X_valid):  # the fold's own view of its rows (nested target encodings), a block
-            ids = frame.index.to_numpy(dtype=np.int64)  # of rows at a time (no scaled copy of the whole fold)
-            for start in range(0, len(frame), ROWS_PER_PASS):
-                part = torch.from_numpy(np.ascontiguousarray(ids[start:start + ROWS_PER_PASS]))
-                numeric[part], codes[part] = scaler.transform(frame.iloc[start:start + ROWS_PER_PASS])
+        for frame in (X_train, X_valid):  # the fold's own view of its rows (nested target encodings), written
+            # in place (no scaled copy of the whole fold)
+            scaler.transform(frame, out=(numeric.numpy(), codes.numpy()), rows=frame.index.to_numpy(dtype=np.int64))
         allowed = self._message_columns(scaler.numeric)
         n_nodes, n_rows = int(self._graph.num_nodes), len(numeric)
         message = project(numeric, [j for j, c in enumerate(scaler.numeric) if c in allowed], n_nodes,

@@ -46,21 +46,23 @@ class TabularScaler:
         cards = [int(np.nanmax(X[c].to_numpy(dtype=float), initial=-1)) + 2 for c in cats]
         return cls(num, cats, median, mean, np.where(std > 0, std, 1.0), cards)
 
-    def transform(self, X: pd.DataFrame, out: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(self, X: pd.DataFrame, out: tuple[np.ndarray, np.ndarray] | None = None,
+                  rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised numbers (float32) and shifted codes (int64), computed in float64 a block of rows at a
         time (the float64 temporaries of the whole matrix would be several times its size); ``out``: arrays
-        (rows x numbers float32, rows x codes int64) to write them into."""
+        (rows x numbers float32, rows x codes int64) to write them into, X's i-th row into their row ``rows[i]``
+        when ``rows`` is given (else row i)."""
         values, codes = out if out is not None else (
             np.empty((len(X), len(self.numeric)), dtype=np.float32),
             np.zeros((len(X), len(self.categorical)), dtype=np.int64))
         for start in range(0, len(X), ROWS_PER_PASS):
             part = X.iloc[start:start + ROWS_PER_PASS][self.numeric].to_numpy(dtype=np.float64)
-            values[start:start + len(part)] = np.clip(
+            block = slice(start, start + len(part))
+            values[block if rows is None else rows[block]] = np.clip(
                 (np.where(np.isnan(part), self.median, part) - self.mean) / self.std, -5, 5)
         for j, (c, card) in enumerate(zip(self.categorical, self.cardinality)):
             col = np.nan_to_num(X[c].to_numpy(dtype=float), nan=-1).astype(np.int64) + 1
-            codes[:, j] = np.where((col >= 0) & (col < card), col, 0)
+            codes[slice(None) if rows is None else rows, j] = np.where((col >= 0) & (col < card), col, 0)
         return torch.from_numpy(values), torch.as_tensor(codes)
 
 
