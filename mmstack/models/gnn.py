@@ -61,12 +61,21 @@ class NeighbourSampler:
     """GraphSAGE neighbourhood sampling on a CSR of incoming edges, in numpy (no pyg-lib / torch-sparse)."""
 
     def __init__(self, edge_index: np.ndarray, edge_type: np.ndarray, num_nodes: int):
+        """``edge_type`` < 0: an edge not to sample. Edges already sorted by target (the graph block stores them so)
+        are read without a sorted copy."""
+        keep = edge_type >= 0
+        every = bool(keep.all())
+        targets = edge_index[1] if every else edge_index[1][keep]
+        sources = edge_index[0] if every else edge_index[0][keep]
+        types = edge_type if every else edge_type[keep]
         # sources as int32 and types as given (int8 from the model), sorted by target; the targets themselves are
-        # not kept (an edge's target is the CSR row it sits in): 5 bytes an edge instead of 24
-        order = np.argsort(edge_index[1], kind="stable")
-        self.src = np.asarray(edge_index[0]).astype(np.int32)[order]
-        self.type = np.asarray(edge_type)[order]
-        self.ptr = np.r_[0, np.cumsum(np.bincount(edge_index[1], minlength=num_nodes))].astype(np.int64)
+        # not kept (an edge's target is the CSR row it sits in): 5 bytes an edge
+        if (targets[1:] >= targets[:-1]).all():
+            self.src, self.type = sources.astype(np.int32, copy=False), types
+        else:
+            order = np.argsort(targets, kind="stable")
+            self.src, self.type = sources.astype(np.int32)[order], types[order]
+        self.ptr = np.r_[0, np.cumsum(np.bincount(targets, minlength=num_nodes))].astype(np.int64)
         self.num_nodes = num_nodes
         self._local = np.full(num_nodes, -1, dtype=np.int64)
 
@@ -186,7 +195,8 @@ def project(numeric: torch.Tensor, columns: list[int], n_nodes: int, k: int) -> 
 
 
 def split_edges(edge_index: torch.Tensor, edge_type: torch.Tensor, n_types: int) -> list[torch.Tensor]:
-    return [edge_index[:, edge_type == t] for t in range(n_types)]
+    """The (2, E_t) int64 edge_index of each edge type 0..n_types-1 (edges of type -1 are in none)."""
+    return [edge_index[:, edge_type == t].long() for t in range(n_types)]
 
 
 @dataclass
@@ -264,11 +274,9 @@ class GraphSAGEModel(Level1Model):
         # the graph lacks stay empty
         remap = np.full(len(EDGE_TYPES), -1, dtype=np.int8)
         remap[wanted] = np.arange(len(wanted))
-        types = remap[graph.edge_type.numpy()]
-        keep = types >= 0
-        every = bool(keep.all())  # the usual case: no filtered copy of the edge list
-        self._edge_index = graph.edge_index if every else graph.edge_index[:, torch.from_numpy(keep)]
-        self._edge_type = torch.from_numpy(types if every else types[keep])
+        # the graph's edges are used as stored (no filtered copy): an unused type is -1, which no step reads
+        self._edge_index = graph.edge_index
+        self._edge_type = torch.from_numpy(remap[graph.edge_type.numpy()])
         self._n_types = max(1, len(wanted))
 
     # ---- fold loop -------------------------------------------------------------------------------------------

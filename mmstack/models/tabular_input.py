@@ -14,8 +14,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-COLUMNS_PER_PASS = 16  # TabularScaler.fit: columns per float64 pass
-ROWS_PER_PASS = 65_536  # TabularScaler.transform: rows per float64 pass
+PASS_VALUES = 2**22  # values per float64 pass of TabularScaler.fit and .transform (32 MB, whatever the shape)
+
+
+def _per_pass(other_side: int) -> int:
+    """Columns (fit) or rows (transform) per float64 pass of ``PASS_VALUES`` values, at least one."""
+    return max(1, PASS_VALUES // max(1, other_side))
 
 
 @dataclass
@@ -35,8 +39,9 @@ class TabularScaler:
         num = [c for c in X.columns if c not in cats]
         median, mean, std = (np.zeros(len(num)) for _ in range(3))
         # a few columns at a time in float64: the same figures as on the whole matrix, without its float64 copies
-        for start in range(0, len(num), COLUMNS_PER_PASS):
-            part = slice(start, start + COLUMNS_PER_PASS)
+        step = _per_pass(len(X))
+        for start in range(0, len(num), step):
+            part = slice(start, start + step)
             values = X[num[part]].to_numpy(dtype=np.float64)
             with warnings.catch_warnings():  # all-NaN columns get median 0
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -49,17 +54,21 @@ class TabularScaler:
     def transform(self, X: pd.DataFrame, out: tuple[np.ndarray, np.ndarray] | None = None,
                   rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised numbers (float32) and shifted codes (int64), computed in float64 a block of rows at a
-        time (the float64 temporaries of the whole matrix would be several times its size); ``out``: arrays
+        time, in place (float64 temporaries of the whole matrix would be several times its size); ``out``: arrays
         (rows x numbers float32, rows x codes int64) to write them into, X's i-th row into their row ``rows[i]``
         when ``rows`` is given (else row i)."""
         values, codes = out if out is not None else (
             np.empty((len(X), len(self.numeric)), dtype=np.float32),
             np.zeros((len(X), len(self.categorical)), dtype=np.int64))
-        for start in range(0, len(X), ROWS_PER_PASS):
-            part = X.iloc[start:start + ROWS_PER_PASS][self.numeric].to_numpy(dtype=np.float64)
+        step = _per_pass(len(self.numeric))
+        for start in range(0, len(X), step):
+            part = X.iloc[start:start + step][self.numeric].to_numpy(dtype=np.float64)
+            # in place: one float64 block alive, not one per operation
+            np.copyto(part, np.broadcast_to(self.median, part.shape), where=np.isnan(part))
+            part -= self.mean
+            part /= self.std
             block = slice(start, start + len(part))
-            values[block if rows is None else rows[block]] = np.clip(
-                (np.where(np.isnan(part), self.median, part) - self.mean) / self.std, -5, 5)
+            values[block if rows is None else rows[block]] = np.clip(part, -5, 5, out=part)
         for j, (c, card) in enumerate(zip(self.categorical, self.cardinality)):
             col = np.nan_to_num(X[c].to_numpy(dtype=float), nan=-1).astype(np.int64) + 1
             codes[slice(None) if rows is None else rows, j] = np.where((col >= 0) & (col < card), col, 0)

@@ -145,6 +145,12 @@ def test_graph_target_means_are_out_of_fold(noise_data, tmp_path):
     assert _cv_on(out, ctx, tmp_path / "graph", columns=target_cols) >= baseline * 0.995
     graph = out.extras["graph"]
     assert graph.num_nodes >= noise_data.n_train + noise_data.n_test and graph.edge_index.shape[0] == 2
+    # stored compact and sorted by target (stably: a node's user edges before its title edges), the layout the
+    # graph net's sampler reads without a sorted copy
+    ei, et = graph.edge_index.numpy(), graph.edge_type.numpy()
+    assert ei.dtype == np.int32 and et.dtype == np.int8 and set(np.unique(et)) == {0, 1}
+    key = ei[1].astype(np.int64) * 2 + et
+    assert (np.diff(ei[1]) >= 0).all() and (np.diff(key) >= 0).all() and len(ei[1]) > 100
 
 
 def test_group_edges_small_frame():

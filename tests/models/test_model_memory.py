@@ -60,8 +60,7 @@ def test_scaler_in_chunks_equals_the_whole_matrix_at_once(monkeypatch):
     X = model_matrix(_blocks(n=1000, seed=3), ["region"])
     whole_fit = TabularScaler.fit(X, ["region"])
     whole_numbers, whole_codes = whole_fit.transform(X)
-    monkeypatch.setattr(tabular_input, "COLUMNS_PER_PASS", 1)
-    monkeypatch.setattr(tabular_input, "ROWS_PER_PASS", 7)
+    monkeypatch.setattr(tabular_input, "PASS_VALUES", 7)  # fit: 1 column a pass; transform: 2 rows a pass
     chunked = TabularScaler.fit(X, ["region"])
     for name in ("median", "mean", "std"):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole_fit, name))

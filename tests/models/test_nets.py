@@ -269,6 +269,28 @@ def test_neighbour_sampler_layout():
     assert (sampler._local == -1).all(), "the sampler's scratch index is reset"
 
 
+def test_neighbour_sampler_reads_sorted_edges_in_place_and_skips_unused_types():
+    """Edges stored sorted by target (the graph block's layout, int32 ids) are sampled without a copy, and edges of
+    type -1 (not in the model's ``edges``) are never sampled: the samples equal those of the unsorted int64 edge
+    list with the unused edges left out."""
+    rng = np.random.default_rng(3)
+    edges = np.hstack([_ring_edges(60, rng), _ring_edges(60, rng)[::-1], rng.integers(0, 60, (2, 200))])
+    types = rng.integers(-1, 3, edges.shape[1]).astype(np.int8)
+    order = np.argsort(edges[1], kind="stable")
+    stored, stored_types = edges[:, order].astype(np.int32), types[order]
+    in_place = NeighbourSampler(stored, stored_types, 60)
+    used = types >= 0
+    reference = NeighbourSampler(edges[:, used], types[used], 60)
+    every_type_used = stored[:, stored_types >= 0]
+    assert np.shares_memory(NeighbourSampler(every_type_used, stored_types[stored_types >= 0], 60).src,
+                            every_type_used), "sorted int32 sources are read in place"
+    for draw in range(5):
+        a = in_place.sample(np.array([4, 17, 31]), [3, 2], np.random.default_rng(draw))
+        b = reference.sample(np.array([4, 17, 31]), [3, 2], np.random.default_rng(draw))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert (a[2] >= 0).all()
+
+
 def test_gnn_needs_the_graph_block():
     from mmstack.errors import ConfigError
 
