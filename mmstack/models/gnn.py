@@ -7,7 +7,8 @@ stream of ``layers`` relational SAGE layers (per edge type a mean ``SAGEConv``, 
 node itself) whose every layer output also feeds the head, so the net can fall back to what the MLP sees.
 
 Node features are the model's dense matrix, standardised and NaN-imputed by the MLP's :class:`TabularScaler` fitted
-on the fold's training rows; category codes are embedded (own stream). Active listings have no features in the
+on the fold's training rows and held as ``numbers_dtype`` (float16: half the memory of the largest per-row array;
+the net computes in float32); category codes are embedded (own stream). Active listings have no features in the
 blocks and are never a net's own input: they hold no numbers or codes, send the message of an all-zero row with an
 ``active`` flag of 1, and relay messages between a seller's rows. What travels along edges is a whitened PCA
 (``message_components``) of the numeric columns **minus the target-reading ones**: a test node's target encodings
@@ -51,7 +52,7 @@ from ..threads import torch_threads
 from .base import Level1Model, ModelInput
 from .heads import Head
 from .registry import register
-from .tabular_input import CategoryEmbeddings, TabularScaler
+from .tabular_input import CategoryEmbeddings, TabularScaler, numbers_dtype
 from .torch_training import device_for, seed_everything
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,7 @@ class GraphSAGEModel(Level1Model):
         "fanouts": [10, 5],  # incoming edges sampled per node and layer (mini-batch steps, large graphs)
         "full_batch_max_nodes": 200_000,  # larger graphs are also predicted on sampled neighbourhoods
         "message_components": 32,  # whitened PCA width of the features sent along edges (0: all columns)
+        "numbers_dtype": "float16",  # how the row nodes' numbers are held (tabular_input.numbers_dtype)
         # CPU threads while fitting (restored after): one, as for xattn (two ran 50x slower on busy shared cores)
         "num_threads": 1,
     }
@@ -248,6 +250,7 @@ class GraphSAGEModel(Level1Model):
         p = self.params
         if p["layers"] < 1 or len(p["fanouts"]) != p["layers"]:
             raise ConfigError("models.gnn: layers must be >= 1 and fanouts must have one entry per layer")
+        self._numbers_dtype = numbers_dtype(p["numbers_dtype"], self.key)
         self._graph = None
         self._target_columns: set[str] = set()
 
@@ -294,12 +297,16 @@ class GraphSAGEModel(Level1Model):
         if self._graph is None:
             raise RuntimeError("gnn: bind(inputs) must be called before fitting")
         scaler = TabularScaler.fit(X_train, categorical)
-        numeric, codes = scaler.transform(self._X)
+        n_rows = len(self._X)
+        out = (np.empty((n_rows, len(scaler.numeric)), self._numbers_dtype),
+               np.zeros((n_rows, len(scaler.categorical)), np.int64))
+        scaler.transform(self._X, out=out)
         for frame in (X_train, X_valid):  # the fold's own view of its rows (nested target encodings), written
             # in place (no scaled copy of the whole fold)
-            scaler.transform(frame, out=(numeric.numpy(), codes.numpy()), rows=frame.index.to_numpy(dtype=np.int64))
+            scaler.transform(frame, out=out, rows=frame.index.to_numpy(dtype=np.int64))
+        numeric, codes = (torch.from_numpy(a) for a in out)
         allowed = self._message_columns(scaler.numeric)
-        n_nodes, n_rows = int(self._graph.num_nodes), len(numeric)
+        n_nodes = int(self._graph.num_nodes)
         message = project(numeric, [j for j, c in enumerate(scaler.numeric) if c in allowed], n_nodes,
                           self.params["message_components"])
         # active listings have no features in the blocks: no numbers or codes (only row nodes are ever a net's
@@ -360,6 +367,7 @@ def _train_graph(net: GraphSAGENet, head: Head, metric: Metric, features, edge_i
     y_loss_t = head.label_tensor(y_loss).to(device)
     if small:
         x = [t.to(device) for t in features]
+        x[0] = x[0].float()  # the numbers, held as numbers_dtype
         edges = [e.to(device) for e in split_edges(edge_index, edge_type, n_types)]
     sampler = None if full_steps and small else NeighbourSampler(edge_index.numpy(), edge_type.numpy(), n_nodes)
     rng = np.random.default_rng(seed)
@@ -423,7 +431,7 @@ def _subgraph_forward(net, sampler: NeighbourSampler, features, seeds: np.ndarra
     numeric, message, codes, active = features
     nodes, local_edges, types, hops = sampler.sample(seeds, fanouts, rng)
     idx, own = torch.from_numpy(nodes), torch.from_numpy(np.asarray(seeds, np.int64))
-    x = [numeric[own], message[idx], codes[own], active[idx]]
+    x = [numeric[own].float(), message[idx], codes[own], active[idx]]
     edges = [e.to(device) for e in split_edges(torch.from_numpy(local_edges), torch.from_numpy(types), n_types)]
     out = net(*(t.to(device) for t in x), edges, hops=hops)
     return out if grad else out.detach()

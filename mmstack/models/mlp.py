@@ -8,7 +8,7 @@ from torch import nn
 from .base import Level1Model
 from .heads import Head
 from .registry import register
-from .tabular_input import CategoryEmbeddings, TabularScaler
+from .tabular_input import CategoryEmbeddings, TabularScaler, numbers_dtype
 from .torch_training import fit_with_params, predict_on_device, seed_everything
 
 
@@ -45,7 +45,16 @@ class MLPModel(Level1Model):
         "loss": "mse",  # regression: or "bce" on a 0..1 target; classification uses cross-entropy
         "class_weight": "",  # classification: "balanced" weighs classes by inverse frequency
         "num_threads": 2,
+        "numbers_dtype": "float16",  # how the scaled numbers are held (tabular_input.numbers_dtype)
     }
+
+    def __init__(self, params=None, seed: int = 42, target=None):
+        super().__init__(params, seed, target)
+        self._numbers_dtype()  # a bad value fails here, before any fold
+
+    def _numbers_dtype(self):
+        # fold models saved before the param existed held float32
+        return numbers_dtype(self.params.get("numbers_dtype", "float32"), self.key)
 
     def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
         p = self.params
@@ -53,12 +62,14 @@ class MLPModel(Level1Model):
         head = Head(self.target, y_train, p["loss"], p["class_weight"])
         seed_everything(self.seed)  # before the weights are initialised
         net = MLPNet(len(scaler.numeric), scaler.cardinality, p["hidden"], p["dropout"], head)
-        train = scaler.transform(X_train)
+        train = scaler.transform(X_train, dtype=self._numbers_dtype())
         del X_train  # scaled: the fold's copy of its rows goes before training (Level1Model.fit_bag)
         net = fit_with_params(net, head, self.target.metric, p, self.seed, train, y_train,
-                              scaler.transform(X_valid), y_valid, desc="mlp", out_of_time=self.out_of_time)
+                              scaler.transform(X_valid, dtype=self._numbers_dtype()), y_valid, desc="mlp",
+                              out_of_time=self.out_of_time)
         return scaler, head, net
 
     def predict(self, fitted, X) -> np.ndarray:
         scaler, head, net = fitted
-        return predict_on_device(net, head, scaler.transform(X), self.params["num_threads"], 2048)
+        return predict_on_device(net, head, scaler.transform(X, dtype=self._numbers_dtype()),
+                                 self.params["num_threads"], 2048)

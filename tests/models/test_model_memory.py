@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mmstack.memory import release
 from mmstack.models import tabular_input
@@ -240,12 +241,17 @@ def test_mlp_frees_the_fold_rows_once_scaled(monkeypatch, tmp_path):
     made, alive = _watch_fold_rows(monkeypatch), []
     fit_with_params = mlp.fit_with_params
 
-    def spy_fit(*args, **kwargs):
-        alive.append(made[-1]() is not None)
-        return fit_with_params(*args, **kwargs)
+    def spy_fit(net, head, metric, params, seed, train_tensors, *args, **kwargs):
+        alive.append((made[-1]() is not None, train_tensors[0].dtype))
+        return fit_with_params(net, head, metric, params, seed, train_tensors, *args, **kwargs)
 
     monkeypatch.setattr(mlp, "fit_with_params", spy_fit)
     folds = Folds(make_fold_ids(len(y), 3, "kfold", 0), 3, "toy-folds")
     result = train(make_model("mlp", {"epochs": 5, "seeds": 1}), inputs, y, folds, Store(tmp_path))
-    assert alive == [False, False, False]
+    assert alive == [(False, torch.float16)] * 3, "the rows are gone and their numbers held as float16"
     assert result.cv < np.std(y)
+    # float32 on request, and nearly the same model
+    exact = train(make_model("mlp", {"epochs": 5, "seeds": 1, "numbers_dtype": "float32"}), inputs, y, folds,
+                  Store(tmp_path / "float32"))
+    assert alive[3:] == [(False, torch.float32)] * 3
+    assert abs(exact.cv - result.cv) < 0.01 * result.cv

@@ -291,6 +291,29 @@ def test_neighbour_sampler_reads_sorted_edges_in_place_and_skips_unused_types():
         assert (a[2] >= 0).all()
 
 
+def test_gnn_holds_its_numbers_as_float16_within_rounding():
+    """The node features' numbers are held as float16 by default: the float32 scaling rounded (at most 2^-11 of
+    the clip bound 5 off), the codes and messages of the same fold untouched in kind."""
+    from mmstack.errors import ConfigError
+
+    inputs, _, folds = _planted_inputs(n_train=240, n_test=60, n_active=30)
+    k, tr, va = next(folds.split())
+    features = []
+    for dtype in ("float16", "float32"):
+        model = GraphSAGEModel({**GNN_FAST, "numbers_dtype": dtype})
+        model.bind(inputs)
+        features.append(model.node_features(inputs.training_rows(k, tr), inputs.rows(inputs.train_ids[va]),
+                                            inputs.categorical))
+    half, full = features
+    assert half.numeric.dtype == torch.float16 and full.numeric.dtype == torch.float32
+    assert half.numeric.shape == full.numeric.shape == (300, full.numeric.shape[1])
+    difference = (half.numeric.float() - full.numeric).abs()
+    assert 0 < difference.max().item() <= 5 * 2**-11
+    assert torch.equal(half.codes, full.codes) and half.message.dtype == full.message.dtype == torch.float32
+    with pytest.raises(ConfigError, match="numbers_dtype"):
+        GraphSAGEModel({"numbers_dtype": "int8"})
+
+
 def test_gnn_needs_the_graph_block():
     from mmstack.errors import ConfigError
 
