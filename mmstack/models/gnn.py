@@ -250,7 +250,7 @@ class GraphSAGEModel(Level1Model):
         p = self.params
         if p["layers"] < 1 or len(p["fanouts"]) != p["layers"]:
             raise ConfigError("models.gnn: layers must be >= 1 and fanouts must have one entry per layer")
-        self._numbers_dtype = numbers_dtype(p["numbers_dtype"], self.key)
+        numbers_dtype(p, self.key)  # a bad value fails here, before any fold
         self._graph = None
         self._target_columns: set[str] = set()
 
@@ -298,7 +298,7 @@ class GraphSAGEModel(Level1Model):
             raise RuntimeError("gnn: bind(inputs) must be called before fitting")
         scaler = TabularScaler.fit(X_train, categorical)
         n_rows = len(self._X)
-        out = (np.empty((n_rows, len(scaler.numeric)), self._numbers_dtype),
+        out = (np.empty((n_rows, len(scaler.numeric)), numbers_dtype(self.params, self.key)),
                np.zeros((n_rows, len(scaler.categorical)), np.int64))
         scaler.transform(self._X, out=out)
         for frame in (X_train, X_valid):  # the fold's own view of its rows (nested target encodings), written
@@ -367,7 +367,6 @@ def _train_graph(net: GraphSAGENet, head: Head, metric: Metric, features, edge_i
     y_loss_t = head.label_tensor(y_loss).to(device)
     if small:
         x = [t.to(device) for t in features]
-        x[0] = x[0].float()  # the numbers, held as numbers_dtype
         edges = [e.to(device) for e in split_edges(edge_index, edge_type, n_types)]
     sampler = None if full_steps and small else NeighbourSampler(edge_index.numpy(), edge_type.numpy(), n_nodes)
     rng = np.random.default_rng(seed)
@@ -431,7 +430,7 @@ def _subgraph_forward(net, sampler: NeighbourSampler, features, seeds: np.ndarra
     numeric, message, codes, active = features
     nodes, local_edges, types, hops = sampler.sample(seeds, fanouts, rng)
     idx, own = torch.from_numpy(nodes), torch.from_numpy(np.asarray(seeds, np.int64))
-    x = [numeric[own].float(), message[idx], codes[own], active[idx]]
+    x = [numeric[own], message[idx], codes[own], active[idx]]
     edges = [e.to(device) for e in split_edges(torch.from_numpy(local_edges), torch.from_numpy(types), n_types)]
     out = net(*(t.to(device) for t in x), edges, hops=hops)
     return out if grad else out.detach()

@@ -50,11 +50,7 @@ class MLPModel(Level1Model):
 
     def __init__(self, params=None, seed: int = 42, target=None):
         super().__init__(params, seed, target)
-        self._numbers_dtype()  # a bad value fails here, before any fold
-
-    def _numbers_dtype(self):
-        # fold models saved before the param existed held float32
-        return numbers_dtype(self.params.get("numbers_dtype", "float32"), self.key)
+        numbers_dtype(self.params, self.key)  # a bad value fails here, before any fold
 
     def fit_fold(self, X_train, y_train, X_valid, y_valid, categorical):
         p = self.params
@@ -62,14 +58,15 @@ class MLPModel(Level1Model):
         head = Head(self.target, y_train, p["loss"], p["class_weight"])
         seed_everything(self.seed)  # before the weights are initialised
         net = MLPNet(len(scaler.numeric), scaler.cardinality, p["hidden"], p["dropout"], head)
-        train = scaler.transform(X_train, dtype=self._numbers_dtype())
+        dtype = numbers_dtype(p, self.key)
+        train = scaler.transform(X_train, dtype=dtype)
         del X_train  # scaled: the fold's copy of its rows goes before training (Level1Model.fit_bag)
         net = fit_with_params(net, head, self.target.metric, p, self.seed, train, y_train,
-                              scaler.transform(X_valid, dtype=self._numbers_dtype()), y_valid, desc="mlp",
+                              scaler.transform(X_valid, dtype=dtype), y_valid, desc="mlp",
                               out_of_time=self.out_of_time)
         return scaler, head, net
 
     def predict(self, fitted, X) -> np.ndarray:
         scaler, head, net = fitted
-        return predict_on_device(net, head, scaler.transform(X, dtype=self._numbers_dtype()),
+        return predict_on_device(net, head, scaler.transform(X, dtype=numbers_dtype(self.params, self.key)),
                                  self.params["num_threads"], 2048)

@@ -17,9 +17,11 @@ from torch import nn
 PASS_VALUES = 2**22  # values per float64 pass of TabularScaler.fit and .transform (32 MB, whatever the shape)
 
 
-def numbers_dtype(value: str, model: str) -> np.dtype:
+def numbers_dtype(params: dict, model: str) -> np.dtype:
     """A net's ``numbers_dtype`` param: how it holds its scaled numbers (it computes in float32). float16 halves
-    the largest array a net holds per row, at a rounding of at most 2^-11 of the clip bound 5."""
+    the largest array a net holds per row, at a rounding of at most 2^-11 of the clip bound 5. Fold models saved
+    before the param existed held float32."""
+    value = params.get("numbers_dtype", "float32")
     if value not in ("float16", "float32"):
         from ..errors import ConfigError
 
