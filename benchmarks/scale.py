@@ -119,36 +119,34 @@ def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str],
 
 def child(data: Path, work: Path, result: Path, sets: list[str], models: list[str], blocks: list[str]) -> None:
     """Build each block (dependencies first, in config order) and train each model, timing each step (wall and
-    this process's CPU seconds); peak RSS is the process's peak during the step (what it holds from earlier steps
-    included), so the largest step peak is the run's. Blocks are held in memory or read back from the store as the config's
+    CPU seconds of this process and its children); peak RSS is the process's peak during the step (what it holds
+    from earlier steps included), so the largest step peak is the run's. A model trained in a process of its own
+    (``models.own_process``, avito-full.toml) counts both at once: this process's anonymous memory (its heap; the
+    libraries' file pages are shared with the child) plus the child's peak. Blocks are held in memory or read back from the store as the config's
     ``features.hold_in_memory`` says (avito-full.toml: read back)."""
     import resource
 
     from mmstack.config import Config
     from mmstack.features.base import BlockCache
     from mmstack.features.registry import make_block
+    from mmstack.own_process import peak_rss_mb as peak_mb, reset_peak_rss as reset_peak
     from mmstack.pipeline import Timer, free_raw_data, prepare, train_models
     from mmstack.store import Store
 
-    def peak_mb() -> float:
-        """This step's peak RSS: the high-water mark since :func:`reset_peak` (Linux), else the process's so far."""
-        try:
-            with open("/proc/self/status") as fh:
-                return int(fh.read().split("VmHWM:")[1].split()[0]) / 1024
-        except (OSError, IndexError):
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def cpu_seconds() -> float:
+        """CPU seconds of this process and of its finished children (a model trained in its own process)."""
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + children.ru_utime + children.ru_stime
 
-    def reset_peak() -> None:
-        try:  # Linux: "5" resets the high-water mark to the current RSS
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-        except OSError:
-            pass
+    def anon_mb() -> float:
+        """This process's anonymous resident memory (its heap, not the shared libraries' pages a child shares)."""
+        with open("/proc/self/status") as fh:
+            return int(fh.read().split("RssAnon:")[1].split()[0]) / 1024
 
     cfg = Config.load(CONFIG, NO_IMAGES + sets + [f"features.blocks={json.dumps(blocks)}",
                                                   f"models.train={json.dumps(models)}"])
     store = Store(work)
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu = time.perf_counter(), cpu_seconds()
     spec, dataset, targets = prepare(cfg, data, store, Timer())
     rows = dataset.n_train
 
@@ -159,7 +157,7 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
         print(json.dumps(step), flush=True)
 
     record({"step": "load + folds", "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
-            "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(), "out_mb": 0.0})
+            "cpu_seconds": cpu_seconds() - cpu, "peak_mb": peak_mb(), "out_mb": 0.0})
     made: dict = {}
 
     def resolve(name):
@@ -169,23 +167,27 @@ def child(data: Path, work: Path, result: Path, sets: list[str], models: list[st
     cache = BlockCache(dataset, store, cfg.seed, hold=cfg.get("features.hold_in_memory", True)).for_target(target)
     for block in blocks:
         reset_peak()
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu = time.perf_counter(), cpu_seconds()
         cache.get(resolve(block), resolve)
         record({"step": block, "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
-                "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(),
+                "cpu_seconds": cpu_seconds() - cpu, "peak_mb": peak_mb(),
                 "out_mb": folder_mb(work / "features" / block), "reused": cache.reused[block]})
     free_raw_data(cfg, spec, dataset)  # as a run does before its models
     for model in models:
         for part in ("models", "oof"):  # what an earlier, stopped invocation left of this model (fold files)
             for path in (work / part / "avito").glob(f"{model}__*"):
-                path.unlink()
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         reset_peak()
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu = time.perf_counter(), cpu_seconds()
         res = train_models(cfg, spec, target, store, cache, only=[model])[0]
         outs = list((work / "models" / "avito").glob(f"{model}__*")) + list((work / "oof" / "avito").glob(f"{model}__*"))
-        record({"step": model, "kind": "model", "rows": rows, "seconds": time.perf_counter() - start,
-                "cpu_seconds": time.process_time() - cpu, "peak_mb": peak_mb(), "out_mb": folder_mb(*outs),
-                "cv": res.cv})
+        step = {"step": model, "kind": "model", "rows": rows, "seconds": time.perf_counter() - start,
+                "cpu_seconds": cpu_seconds() - cpu, "peak_mb": peak_mb(), "out_mb": folder_mb(*outs),
+                "cv": res.cv}
+        if res.peak_mb is not None:  # trained in a process of its own (models.own_process): both at once
+            step.update(peak_mb=max(step["peak_mb"], anon_mb() + res.peak_mb), child_peak_mb=res.peak_mb,
+                        parent_anon_mb=anon_mb())
+        record(step)
 
 
 def group_statistics(data: Path, size: int) -> list[dict]:
@@ -341,10 +343,12 @@ def main() -> None:
     body = (f"## Scale (full competition size)\n\n`python benchmarks/scale.py --rows {' '.join(map(str, args.rows))}"
             f"{''.join(f' --set {s}' for s in args.sets)} --record`: configs/avito-full.toml without images, "
             "generated data (test rows in the Kaggle ratio), make-data in its own process, then all blocks and "
-            "models of one size in one process, blocks read back from the store as avito-full.toml says "
-            "(`features.hold_in_memory = false`). Cells: wall seconds / that process's CPU seconds / its peak RSS MB "
-            "during the step (Linux's high-water mark, reset before each step; what the process holds from earlier "
-            "steps included). Exponent: b in seconds ~ rows^b fitted on the measured points, on CPU seconds (what a quiet "
+            "models of one size in one process, blocks read back from the store and each model trained in a fresh "
+            "process of its own, as avito-full.toml says (`features.hold_in_memory = false`, "
+            "`models.own_process = true`). Cells: wall seconds / CPU seconds (the process's and its children's) / "
+            "peak RSS MB during the step (Linux's high-water mark, reset before each step; what the process holds "
+            "from earlier steps included; for a model, the run's process's heap (RssAnon) plus its own process's "
+            "peak). Exponent: b in seconds ~ rows^b fitted on the measured points, on CPU seconds (what a quiet "
             "machine's wall time would be for these single-threaded runs) and on wall seconds. Full size: 1.5M "
             "train + 0.5M test rows, CPU seconds extrapolated with max(b, 1) from the largest "
             "point, peak RSS and output linearly; 4 cores: multi-threaded steps (models, text_embed) 1.8x faster, "

@@ -82,6 +82,7 @@ SETTINGS: dict[str, Setting] = {
     "features.blocks": Setting("names"),
     "features.hold_in_memory": Setting("bool"),  # false: blocks are read back from the store when a step needs them
     "models.train": Setting("names"),
+    "models.own_process": Setting("bool"),  # true: each model trains in a fresh process (mmstack/own_process.py)
     "stack.blenders": Setting("names"),
     "ablation.enabled": Setting("bool"),
     "ablation.model": Setting("str"),

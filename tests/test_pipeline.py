@@ -251,3 +251,31 @@ def test_low_memory_mode_drops_the_raw_columns_before_the_models_and_gives_the_s
     assert {k: m["cv"] for k, m in low["models"].items()} == {k: m["cv"] for k, m in full["models"].items()}
     # the report's residual groups were still there to be read
     assert f"residuals by {groups[0]}" in (low_dir / "report.html").read_text()
+
+
+def test_models_in_their_own_processes_give_the_same_oof_bytes(first_run, tiny_avito_dir, tmp_path, monkeypatch):
+    """models.own_process = true (avito-full.toml): each model trains in a spawned process that reads its blocks
+    from the store; its OOF and test predictions are the in-process run's, and its peak RSS comes back."""
+    import mmstack.pipeline as pipeline
+
+    workdir, run_dir, _ = first_run
+    calls = []
+    real = pipeline.in_own_process
+
+    def spy(what, fn, *args):
+        result, peak = real(what, fn, *args)
+        calls.append((what, peak, result.reused))
+        return result, peak
+
+    monkeypatch.setattr(pipeline, "in_own_process", spy)
+    cfg = fast_config("features.hold_in_memory=false", "models.own_process=true", 'models.train=["ridge","gnn"]')
+    own_dir = run(cfg, tiny_avito_dir, tmp_path)  # a fresh store: every block and model is computed again
+    assert [c[0] for c in calls] == ["model ridge", "model gnn"]
+    assert all(peak > 100 and not reused for _, peak, reused in calls)  # a child that imported torch, trained
+    own = json.loads((own_dir / "metrics.json").read_text())["models"]
+    full = json.loads((run_dir / "metrics.json").read_text())["models"]
+    for key in ("ridge", "gnn"):
+        assert own[key]["key"] == full[key]["key"]
+        for suffix in (".parquet", ".test.parquet"):
+            name = f"avito/{key}__{own[key]['key']}{suffix}"
+            assert (tmp_path / "oof" / name).read_bytes() == (workdir / "oof" / name).read_bytes(), name
