@@ -3,10 +3,10 @@ a fitted growth exponent per step, and an extrapolation to the full competition 
 
     python benchmarks/scale.py --rows 25000 50000 100000 [--set models.lgb.max_rounds=300 ...] [--record]
 
-``make-data avito --no-images`` runs in its own process under ``/usr/bin/time``; then one process per size builds
-each feature block of configs/avito-full.toml without images and trains each model, as a run does, recording
-each step's seconds and the process's peak RSS during the step (what has to fit in a Kaggle session). Blocks and
-models run with the config's params except the ``--set`` overrides (recorded with the table). The exponent b of ``seconds ~ rows^b`` is fitted on the measured points; full-size seconds are
+``make-data avito --no-images`` runs in its own process under ``/usr/bin/time``; then one process per size loads
+the data, builds each feature block of configs/avito-full.toml without images (in the blocks' own process, as
+``features.own_process`` says) and trains each model in the config's order, as a run does, recording each
+step's seconds and peak RSS (what has to fit in a Kaggle session). Blocks and models run with the config's params except the ``--set`` overrides (recorded with the table). The exponent b of ``seconds ~ rows^b`` is fitted on the measured points; full-size seconds are
 ``seconds(largest) * (full / largest)^max(b, 1)``; peak memory is extrapolated linearly (``a + c * rows``) from
 the points. The group statistics of the ``tabular`` block are also timed in pandas and polars side by side.
 
@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ CONFIG = ROOT / "configs" / "avito-full.toml"
 FULL_TRAIN, FULL_TEST = 1_503_424, 508_438  # Kaggle train.csv / test.csv rows
 FULL_ROWS = FULL_TRAIN + FULL_TEST
 BLOCKS = ["basic", "text_stats", "text_tfidf", "text_embed", "tabular", "target_encoding", "graph"]
-MODELS = ["ridge", "lgb", "xgb", "cat", "mlp", "gnn"]
+# the models of avito-full.toml in its order (a run trains them one after another), without the image-text net
+MODELS = [m for m in tomllib.loads(CONFIG.read_text())["models"]["train"] if m != "xattn"]
 # without images: the image edges of the graph and the image blocks are left out
 NO_IMAGES = ['features.graph.edges=["user","title","knn"]']
 # models (and torch) use every core they are given; the blocks are single-threaded numpy/sklearn/polars
@@ -117,77 +119,113 @@ def measure_size(rows: int, data_root: Path, sets: list[str], models: list[str],
         yield from group_statistics(data, rows)
 
 
-def child(data: Path, work: Path, result: Path, sets: list[str], models: list[str], blocks: list[str]) -> None:
-    """Build each block (dependencies first, in config order) and train each model, timing each step (wall and
-    CPU seconds of this process and its children); peak RSS is the process's peak during the step (what it holds
-    from earlier steps included), so the largest step peak is the run's. A model trained in a process of its own
-    (``models.own_process``, avito-full.toml) counts both at once: this process's anonymous memory (its heap; the
-    libraries' file pages are shared with the child) plus the child's peak. Blocks are held in memory or read back from the store as the config's
-    ``features.hold_in_memory`` says (avito-full.toml: read back)."""
+def _mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MB (RssAnon: its heap, not the libraries'
+    file pages that a child process shares)."""
+    with open("/proc/self/status") as fh:
+        return int(fh.read().split(f"{field}:")[1].split()[0]) / 1024
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the blocks' process)."""
     import resource
 
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _record(result: Path, step: dict) -> None:
+    """One step, written (a JSON line, flushed) as soon as it is measured: a stopped run keeps its steps."""
+    with open(result, "a") as fh:
+        fh.write(json.dumps(step) + "\n")
+    print(json.dumps(step), flush=True)
+
+
+def _config(sets: list[str], models: list[str], blocks: list[str]):
     from mmstack.config import Config
+
+    return Config.load(CONFIG, NO_IMAGES + sets + [f"features.blocks={json.dumps(blocks)}",
+                                                   f"models.train={json.dumps(models)}"])
+
+
+def measure_blocks(cfg, dataset, target, store, work: Path, result: Path, parent_mb: float = 0.0):
+    """Build each block (dependencies first, in config order), one measured step each; returns the cache.
+    ``parent_mb``: what the run's process holds meanwhile when this runs in the blocks' own process."""
     from mmstack.features.base import BlockCache
     from mmstack.features.registry import make_block
-    from mmstack.own_process import peak_rss_mb as peak_mb, reset_peak_rss as reset_peak
-    from mmstack.pipeline import Timer, free_raw_data, prepare, train_models
-    from mmstack.store import Store
+    from mmstack.own_process import peak_rss_mb, reset_peak_rss
 
-    def cpu_seconds() -> float:
-        """CPU seconds of this process and of its finished children (a model trained in its own process)."""
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return time.process_time() + children.ru_utime + children.ru_stime
-
-    def anon_mb() -> float:
-        """This process's anonymous resident memory (its heap, not the shared libraries' pages a child shares)."""
-        with open("/proc/self/status") as fh:
-            return int(fh.read().split("RssAnon:")[1].split()[0]) / 1024
-
-    cfg = Config.load(CONFIG, NO_IMAGES + sets + [f"features.blocks={json.dumps(blocks)}",
-                                                  f"models.train={json.dumps(models)}"])
-    store = Store(work)
-    start, cpu = time.perf_counter(), cpu_seconds()
-    spec, dataset, targets = prepare(cfg, data, store, Timer())
-    rows = dataset.n_train
-
-    def record(step: dict) -> None:
-        """One step, written (a JSON line, flushed) as soon as it is measured: a stopped run keeps its steps."""
-        with open(result, "a") as fh:
-            fh.write(json.dumps(step) + "\n")
-        print(json.dumps(step), flush=True)
-
-    record({"step": "load + folds", "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
-            "cpu_seconds": cpu_seconds() - cpu, "peak_mb": peak_mb(), "out_mb": 0.0})
     made: dict = {}
 
     def resolve(name):
         return made.setdefault(name, make_block(name, cfg.block_params(name)))
 
-    target = targets[0]
     cache = BlockCache(dataset, store, cfg.seed, hold=cfg.get("features.hold_in_memory", True)).for_target(target)
-    for block in blocks:
-        reset_peak()
-        start, cpu = time.perf_counter(), cpu_seconds()
+    for block in cfg.blocks:
+        reset_peak_rss()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         cache.get(resolve(block), resolve)
-        record({"step": block, "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
-                "cpu_seconds": cpu_seconds() - cpu, "peak_mb": peak_mb(),
-                "out_mb": folder_mb(work / "features" / block), "reused": cache.reused[block]})
+        _record(result, {"step": block, "kind": "block", "rows": dataset.n_train,
+                         "seconds": time.perf_counter() - start, "cpu_seconds": _cpu_seconds() - cpu,
+                         "peak_mb": parent_mb + peak_rss_mb(), "out_mb": folder_mb(work / "features" / block),
+                         "reused": cache.reused[block], **({"parent_mb": parent_mb} if parent_mb else {})})
+    return cache
+
+
+def blocks_elsewhere(data: Path, work: Path, result: Path, sets: list[str], models: list[str], blocks: list[str],
+                     parent_mb: float):
+    """:func:`measure_blocks` in the blocks' own process (``features.own_process``), which loads the input again
+    (its own measured step) as a run's does; returns the cache without the data."""
+    from mmstack.own_process import peak_rss_mb
+    from mmstack.pipeline import Timer, prepare
+    from mmstack.store import Store
+
+    cfg, store = _config(sets, models, blocks), Store(work)
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    _, dataset, targets = prepare(cfg, data, store, Timer())
+    _record(result, {"step": "load again (blocks' process)", "kind": "block", "rows": dataset.n_train,
+                     "seconds": time.perf_counter() - start, "cpu_seconds": _cpu_seconds() - cpu,
+                     "peak_mb": parent_mb + peak_rss_mb(), "out_mb": 0.0, "parent_mb": parent_mb})
+    return measure_blocks(cfg, dataset, targets[0], store, work, result, parent_mb).with_data(None, None)
+
+
+def child(data: Path, work: Path, result: Path, sets: list[str], models: list[str], blocks: list[str]) -> None:
+    """Load the data, build each block and train each model as a run of avito-full.toml does, timing each step
+    (wall seconds, and CPU seconds of this process and its children); peak RSS is the process's peak during the
+    step (what it holds from earlier steps included), so the largest step peak is the run's. With
+    ``features.own_process`` (avito-full.toml) this process drops its raw data and the blocks are built in a
+    process of their own: a block's peak is that process's plus this one's heap (RssAnon; the libraries' file
+    pages are shared). Blocks are held in memory or read back from the store as ``features.hold_in_memory`` says
+    (avito-full.toml: read back)."""
+    from mmstack.own_process import in_own_process, peak_rss_mb, reset_peak_rss
+    from mmstack.pipeline import Timer, free_raw_data, prepare, train_models
+    from mmstack.store import Store
+
+    cfg, store = _config(sets, models, blocks), Store(work)
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    spec, dataset, targets = prepare(cfg, data, store, Timer())
+    rows, target = dataset.n_train, targets[0]
+    _record(result, {"step": "load + folds", "kind": "block", "rows": rows, "seconds": time.perf_counter() - start,
+                     "cpu_seconds": _cpu_seconds() - cpu, "peak_mb": peak_rss_mb(), "out_mb": 0.0})
+    if cfg.get("features.own_process", False):
+        free_raw_data(cfg, spec, dataset)
+        cache, _ = in_own_process("features", blocks_elsewhere, data, work, result, sets, models, blocks,
+                                  _mb("RssAnon"))
+        cache = cache.with_data(dataset, target)
+    else:
+        cache = measure_blocks(cfg, dataset, target, store, work, result)
     free_raw_data(cfg, spec, dataset)  # as a run does before its models
     for model in models:
         for part in ("models", "oof"):  # what an earlier, stopped invocation left of this model (fold files)
             for path in (work / part / "avito").glob(f"{model}__*"):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
-        reset_peak()
-        start, cpu = time.perf_counter(), cpu_seconds()
+        reset_peak_rss()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         res = train_models(cfg, spec, target, store, cache, only=[model])[0]
         outs = list((work / "models" / "avito").glob(f"{model}__*")) + list((work / "oof" / "avito").glob(f"{model}__*"))
-        step = {"step": model, "kind": "model", "rows": rows, "seconds": time.perf_counter() - start,
-                "cpu_seconds": cpu_seconds() - cpu, "peak_mb": peak_mb(), "out_mb": folder_mb(*outs),
-                "cv": res.cv}
-        if res.peak_mb is not None:  # trained in a process of its own (models.own_process): both at once
-            step.update(peak_mb=max(step["peak_mb"], anon_mb() + res.peak_mb), child_peak_mb=res.peak_mb,
-                        parent_anon_mb=anon_mb())
-        record(step)
+        _record(result, {"step": model, "kind": "model", "rows": rows, "seconds": time.perf_counter() - start,
+                         "cpu_seconds": _cpu_seconds() - cpu, "peak_mb": peak_rss_mb(), "out_mb": folder_mb(*outs),
+                         "cv": res.cv})
 
 
 def group_statistics(data: Path, size: int) -> list[dict]:
@@ -343,12 +381,13 @@ def main() -> None:
     body = (f"## Scale (full competition size)\n\n`python benchmarks/scale.py --rows {' '.join(map(str, args.rows))}"
             f"{''.join(f' --set {s}' for s in args.sets)} --record`: configs/avito-full.toml without images, "
             "generated data (test rows in the Kaggle ratio), make-data in its own process, then all blocks and "
-            "models of one size in one process, blocks read back from the store and each model trained in a fresh "
-            "process of its own, as avito-full.toml says (`features.hold_in_memory = false`, "
-            "`models.own_process = true`). Cells: wall seconds / CPU seconds (the process's and its children's) / "
-            "peak RSS MB during the step (Linux's high-water mark, reset before each step; what the process holds "
-            "from earlier steps included; for a model, the run's process's heap (RssAnon) plus its own process's "
-            "peak). Exponent: b in seconds ~ rows^b fitted on the measured points, on CPU seconds (what a quiet "
+            "models of one size as a run of avito-full.toml does them: the blocks built in a process of their own "
+            "that loads the input again and exits (`features.own_process = true`), the run's process dropping its "
+            "raw data meanwhile; the models in the run's process, reading the blocks back from the store "
+            "(`features.hold_in_memory = false`). Cells: wall seconds / CPU seconds (the process's and its "
+            "children's) / peak RSS MB during the step (Linux's high-water mark, reset before each step; what the "
+            "process holds from earlier steps included; for a block, the blocks' process's plus the run's process's "
+            "heap, RssAnon, meanwhile). Exponent: b in seconds ~ rows^b fitted on the measured points, on CPU seconds (what a quiet "
             "machine's wall time would be for these single-threaded runs) and on wall seconds. Full size: 1.5M "
             "train + 0.5M test rows, CPU seconds extrapolated with max(b, 1) from the largest "
             "point, peak RSS and output linearly; 4 cores: multi-threaded steps (models, text_embed) 1.8x faster, "

@@ -81,8 +81,8 @@ SETTINGS: dict[str, Setting] = {
     "folds.seed": Setting("int", 0, SEED_MAX),
     "features.blocks": Setting("names"),
     "features.hold_in_memory": Setting("bool"),  # false: blocks are read back from the store when a step needs them
+    "features.own_process": Setting("bool"),  # true: the blocks are built in a process of their own (own_process.py)
     "models.train": Setting("names"),
-    "models.own_process": Setting("bool"),  # true: each model trains in a fresh process (mmstack/own_process.py)
     "stack.blenders": Setting("names"),
     "ablation.enabled": Setting("bool"),
     "ablation.model": Setting("str"),
@@ -203,6 +203,9 @@ def check_config(config: "Config") -> None:
             else:
                 raise ConfigError(f"{config.where(dotted)}: unknown setting")
     get_task(config.task)
+    if config.get("features.own_process", False) and config.get("features.hold_in_memory", True):
+        raise ConfigError(f"{config.where('features.own_process')}: true needs features.hold_in_memory = false "
+                          "(blocks built in another process are read back from the store)")
     for dotted, registry, kind in (("features.blocks", BLOCKS, "block"), ("models.train", MODELS, "model"),
                                    ("stack.blenders", BLENDERS, "blender")):
         for name in config.get(dotted) or []:

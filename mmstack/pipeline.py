@@ -138,6 +138,30 @@ def build_features(config: Config, data: Dataset, store: Store, targets: list[Ta
     return caches
 
 
+def features_step(config: Config, spec: TaskSpec, data: Dataset, input_dir: Path, store: Store,
+                  targets: list[TargetData], budget: Budget | None = None) -> dict[str, BlockCache]:
+    """:func:`build_features` here, or with ``features.own_process = true`` (configs/avito-full.toml) in a fresh
+    process of its own (:mod:`mmstack.own_process`) that loads the input again and exits once the blocks are
+    stored. This process drops the raw data first, so it goes on to the models with a heap that building the
+    blocks never fragmented (hundreds of MB less under every model at 200k rows, BENCHMARKS.md "Scale"). Not
+    under a time limit (its plan is kept here) and not on Ray (whose image shards are tasks this process sends)."""
+    own = (config.get("features.own_process", False) and not parallel.current().distributed
+           and (budget is None or not budget.limited))
+    if not own:
+        return build_features(config, data, store, targets, budget)
+    free_raw_data(config, spec, data)
+    built, peak = in_own_process("features", features_elsewhere, config, input_dir, store)
+    log.info("features: built in their own process (peak RSS %.0f MB)", peak)
+    return {t.target.name: built[t.target.name].with_data(data, t) for t in targets}
+
+
+def features_elsewhere(config: Config, input_dir: Path, store: Store) -> dict[str, BlockCache]:
+    """The blocks built by this process from the input loaded again, without the data (see :func:`features_step`)."""
+    _, data, targets = prepare(config, input_dir, store, Timer())
+    caches = build_features(config, data, store, targets)
+    return {name: cache.with_data(None, None) for name, cache in caches.items()}
+
+
 def _block_fits(block: FeatureBlock, resolve, cache: BlockCache, data: Dataset, budget: Budget,
                 skipped: set[str]) -> bool:
     """Under a time limit: do ``block`` and the dependencies not built yet fit in the features' share?"""
@@ -207,21 +231,11 @@ def model_blocks(config: Config, key: str, cache: BlockCache) -> tuple[dict[str,
 def train_models(config: Config, spec: TaskSpec, target: TargetData, store: Store, cache: BlockCache,
                  only: list[str] | None = None, budget: Budget | None = None) -> list[ModelResult]:
     """Train (or reuse) the configured models. Under a time limit a model stops before a fold that would not fit
-    and is left out (never half-trained in the stack); the first model always trains, so there is a submission.
-    ``models.own_process = true``: each model trains in a fresh process of its own (:mod:`mmstack.own_process`;
-    the full-size run's memory), except under a time limit (its plan is kept in this process) or on Ray (whose
-    tasks already run elsewhere)."""
-    own = (config.get("models.own_process", False) and not parallel.current().distributed
-           and (budget is None or not budget.limited))
+    and is left out (never half-trained in the stack); the first model always trains, so there is a submission."""
     results = []
     for key in only or config.models:
-        if own:
-            result, peak = in_own_process(f"model {key}", train_one, config, spec, target, store, cache, key)
-            result.peak_mb = peak
-            log.info("%s: trained in its own process (peak RSS %.0f MB)", key, peak)
-        else:
-            result = train_one(config, spec, target, store, cache, key, budget, first=not results)
-            release(collect=worth_collecting(cache.data.n_rows))
+        result = train_one(config, spec, target, store, cache, key, budget, first=not results)
+        release(collect=worth_collecting(cache.data.n_rows))
         if result is not None:
             results.append(result)
     return results
@@ -422,7 +436,7 @@ def run(config: Config, input_dir: Path | None = None, workdir: Path | str = "."
     spec, data, targets = prepare(config, input_dir, store, timer)
     sized = apply_size_defaults(config, len(targets[0].rows) if targets else data.n_train)
     with timer.step("features"):
-        caches = build_features(config, data, store, targets, budget)
+        caches = features_step(config, spec, data, input_dir, store, targets, budget)
     free_raw_data(config, spec, data)
     if not targets:
         return outputs_only(config, spec, data, store, timer)

@@ -253,29 +253,47 @@ def test_low_memory_mode_drops_the_raw_columns_before_the_models_and_gives_the_s
     assert f"residuals by {groups[0]}" in (low_dir / "report.html").read_text()
 
 
-def test_models_in_their_own_processes_give_the_same_oof_bytes(first_run, tiny_avito_dir, tmp_path, monkeypatch):
-    """models.own_process = true (avito-full.toml): each model trains in a spawned process that reads its blocks
-    from the store; its OOF and test predictions are the in-process run's, and its peak RSS comes back."""
+def test_blocks_built_in_their_own_process_give_the_same_run(first_run, tiny_avito_dir, tmp_path, monkeypatch):
+    """features.own_process = true (avito-full.toml): the blocks are built in a spawned process that loads the
+    input again; this process builds none of them, drops its raw data first, and the models read the same blocks
+    (same keys) and give the same OOF bytes."""
     import mmstack.pipeline as pipeline
 
     workdir, run_dir, _ = first_run
-    calls = []
+    calls, seen = [], []
     real = pipeline.in_own_process
 
     def spy(what, fn, *args):
         result, peak = real(what, fn, *args)
-        calls.append((what, peak, result.reused))
+        calls.append((what, peak))
         return result, peak
 
+    def not_here(*args, **kwargs):
+        raise AssertionError("a block was built in the run's own process")
+
+    train_models = pipeline.train_models
+
+    def models_spy(config, spec, target, store, cache, **kwargs):
+        seen.append(list(cache.data.train.columns))
+        return train_models(config, spec, target, store, cache, **kwargs)
+
     monkeypatch.setattr(pipeline, "in_own_process", spy)
-    cfg = fast_config("features.hold_in_memory=false", "models.own_process=true", 'models.train=["ridge","gnn"]')
+    monkeypatch.setattr(pipeline, "build_features", not_here)
+    monkeypatch.setattr(pipeline, "train_models", models_spy)
+    cfg = fast_config("features.hold_in_memory=false", "features.own_process=true", 'models.train=["ridge","gnn"]')
     own_dir = run(cfg, tiny_avito_dir, tmp_path)  # a fresh store: every block and model is computed again
-    assert [c[0] for c in calls] == ["model ridge", "model gnn"]
-    assert all(peak > 100 and not reused for _, peak, reused in calls)  # a child that imported torch, trained
-    own = json.loads((own_dir / "metrics.json").read_text())["models"]
-    full = json.loads((run_dir / "metrics.json").read_text())["models"]
+    assert [c[0] for c in calls] == ["features"] and calls[0][1] > 100  # a child that imported torch, built
+    assert seen == [["item_id", *cfg.get("report.residual_groups")]]  # the raw columns were dropped
+    own, full = (json.loads((d / "metrics.json").read_text()) for d in (own_dir, run_dir))
+    assert {n: f["key"] for n, f in own["features"].items()} == {n: f["key"] for n, f in full["features"].items()}
+    assert not any(f["reused"] for f in own["features"].values())
     for key in ("ridge", "gnn"):
-        assert own[key]["key"] == full[key]["key"]
+        assert own["models"][key]["key"] == full["models"][key]["key"]
         for suffix in (".parquet", ".test.parquet"):
-            name = f"avito/{key}__{own[key]['key']}{suffix}"
+            name = f"avito/{key}__{own['models'][key]['key']}{suffix}"
             assert (tmp_path / "oof" / name).read_bytes() == (workdir / "oof" / name).read_bytes(), name
+
+
+def test_blocks_in_their_own_process_need_them_stored():
+    with pytest.raises(Exception, match="features.own_process.*hold_in_memory = false"):
+        fast_config("features.own_process=true", "features.hold_in_memory=true")

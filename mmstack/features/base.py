@@ -264,6 +264,14 @@ class BlockCache:
         """A cache for ``target`` that shares this cache's target-free blocks."""
         return BlockCache(self.data, self.store, self.seed, target, self._shared, self.hold)
 
+    def with_data(self, data: Dataset | None, target: TargetData | None) -> "BlockCache":
+        """This cache's blocks over another copy of the same dataset and target: None to send the built blocks
+        to another process without the data (``hold=False``: only their store folders travel), the run's own
+        copy to use them there. Caches made from one cache keep sharing its target-free blocks."""
+        cache = BlockCache(data, self.store, self.seed, target, self._shared, self.hold)
+        cache._own = self._own
+        return cache
+
     def _merged(self, attr: str) -> dict:
         return {**getattr(self._shared, attr), **getattr(self._own, attr)}
 

@@ -247,7 +247,6 @@ class ModelResult:
     reused: bool
     importance: dict[str, float] = field(default_factory=dict)
     target: str = ""
-    peak_mb: float | None = None  # the peak RSS of the process it trained in, when that was its own
 
     @property
     def name(self) -> str:
