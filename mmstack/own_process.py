@@ -1,11 +1,12 @@
 """Run one step of a run in a fresh process that exits when the step is done.
 
 A long run's process keeps what its steps leave behind: glibc arenas fragmented by millions of small objects,
-Python object arenas pinned by one live object, torch's and the GBDT libraries' pools and caches. At full size
-that residue (hundreds of MB and more) adds to each later step's own needs. A step run by :func:`in_own_process`
-starts from a bare interpreter, reads what it needs from the store, and hands all of its memory back to the system
-when it exits. ``models.own_process = true`` (configs/avito-full.toml) trains each level-1 model this way, reading
-its blocks from the store (``features.hold_in_memory = false``).
+Python object arenas pinned by one live object, the libraries' pools and caches. At full size that residue
+(hundreds of MB) adds to each later step's own needs. A step run by :func:`in_own_process` starts from a bare
+interpreter and hands all of its memory back to the system when it exits. ``features.own_process = true``
+(configs/avito-full.toml) builds the feature blocks this way (:func:`mmstack.pipeline.features_step`), so the
+models train in a process whose heap the block builds never fragmented. Each model in a process of its own was
+measured too, and was worse: every such process holds its own copy of the libraries (BENCHMARKS.md "Scale").
 
 The function and its arguments are pickled to a spawned process (not forked: a fork inherits the parent's
 OpenMP thread pools, which can hang in the child), so they must be importable and picklable; the result comes
