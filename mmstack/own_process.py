@@ -25,8 +25,6 @@ from typing import Any, Callable
 
 from .errors import MmstackError
 
-log = logging.getLogger(__name__)
-
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MB: Linux's high-water mark (which :func:`reset_peak_rss` resets),
@@ -49,8 +47,10 @@ def reset_peak_rss() -> None:
 
 
 def _start_child(level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S",
-                        force=True)
+    """The child logs as the CLI does (its progress bars share the parent's stderr)."""
+    from .cli import _setup_logging
+
+    _setup_logging(verbose=level <= logging.DEBUG)
 
 
 def _measured(fn: Callable, args: tuple) -> tuple[Any, float]:

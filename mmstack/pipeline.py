@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import parallel
 from .budget import Budget, ModelSkipped, process_age
 from .config import Config, diff_flat
 from .data.dataset import Dataset
@@ -19,7 +20,6 @@ from .errors import ConfigError
 from .features.base import BlockCache, BlockOutput, FeatureBlock, JoinedViews
 from .features.registry import make_block
 from .folds import auto_strategy, target_data
-from . import parallel
 from .memory import release, worth_collecting
 from .models.base import ModelInput, ModelResult, model_matrix, train_model
 from .models.registry import make_model
@@ -234,29 +234,20 @@ def train_models(config: Config, spec: TaskSpec, target: TargetData, store: Stor
     and is left out (never half-trained in the stack); the first model always trains, so there is a submission."""
     results = []
     for key in only or config.models:
-        result = train_one(config, spec, target, store, cache, key, budget, first=not results)
+        params, block_names = model_blocks(config, key, cache)
+        model = make_model(key, params, config.seed, target.target)
+        missing = [b for b in model.requires_blocks if b not in block_names]
+        if missing and len(missing) == len(model.requires_blocks) and budget is not None and budget.skipped:
+            budget.skip("model", key, f"needs block(s) {', '.join(missing)}, skipped for time")
+            continue
+        inputs = assemble(cache, block_names, model.input_kind, target)
+        try:
+            results.append(train_model(model, inputs, target, store, spec.name, budget if results else None))
+        except ModelSkipped as why:
+            budget.skip("model", key, str(why))
+        del inputs, model  # a bound model holds the matrix too (the graph net)
         release(collect=worth_collecting(cache.data.n_rows))
-        if result is not None:
-            results.append(result)
     return results
-
-
-def train_one(config: Config, spec: TaskSpec, target: TargetData, store: Store, cache: BlockCache, key: str,
-              budget: Budget | None = None, first: bool = True) -> ModelResult | None:
-    """Train (or reuse) model ``key`` on its blocks; None when the budget skips it (never the ``first`` model
-    once it starts training: a run always has a submission)."""
-    params, block_names = model_blocks(config, key, cache)
-    model = make_model(key, params, config.seed, target.target)
-    missing = [b for b in model.requires_blocks if b not in block_names]
-    if missing and len(missing) == len(model.requires_blocks) and budget is not None and budget.skipped:
-        budget.skip("model", key, f"needs block(s) {', '.join(missing)}, skipped for time")
-        return None
-    inputs = assemble(cache, block_names, model.input_kind, target)
-    try:
-        return train_model(model, inputs, target, store, spec.name, None if first else budget)
-    except ModelSkipped as why:
-        budget.skip("model", key, str(why))
-        return None
 
 
 def ablation(config: Config, spec: TaskSpec, target: TargetData, store: Store, cache: BlockCache,
