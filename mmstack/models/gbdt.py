@@ -119,6 +119,7 @@ class CatBoostModel(Level1Model):
         "learning_rate": 0.08,
         "depth": 6,
         "l2_leaf_reg": 3.0,
+        "max_ctr_complexity": 4,  # categorical features combined per CTR (CatBoost's CPU default); 1: none
         "max_rounds": 2000,
         "early_stopping": 100,
         "loss_function": "RMSE",  # regression targets only: or "CrossEntropy" on a 0..1 target
@@ -132,6 +133,7 @@ class CatBoostModel(Level1Model):
         cats = [c for c in categorical if c in X_train.columns]
         p, t = self.params, self.target
         common = dict(learning_rate=p["learning_rate"], depth=p["depth"], l2_leaf_reg=p["l2_leaf_reg"],
+                      max_ctr_complexity=p["max_ctr_complexity"],
                       iterations=p["max_rounds"], od_type="Iter", od_wait=p["early_stopping"],
                       eval_metric=_library_metric(t, CAT_METRICS), random_seed=self.seed,
                       thread_count=p["num_threads"], verbose=False, allow_writing_files=False)

@@ -162,6 +162,33 @@ def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
     assert result.cv < np.std(y)  # and it learned: better than the mean
 
 
+
+@pytest.mark.parametrize("complexity", [None, 1])
+def test_catboost_combines_categoricals_as_configured(complexity, monkeypatch, tmp_path):
+    """``max_ctr_complexity`` reaches CatBoost (avito-full.toml sets 1: no combined categoricals, a third of its
+    memory at 50k rows); left out, it is CatBoost's CPU default of 4."""
+    import catboost
+
+    from mmstack.folds import Folds, make_fold_ids
+    from mmstack.models.registry import make_model
+    from mmstack.store import Store
+
+    from ..conftest import train
+
+    inputs, y = _toy_input(600, 500)
+    seen, fit = [], catboost.CatBoostRegressor.fit
+
+    def spy_fit(model, *args, **kwargs):
+        seen.append(model.get_params()["max_ctr_complexity"])
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(catboost.CatBoostRegressor, "fit", spy_fit)
+    params = {"max_rounds": 30, "early_stopping": 10} | ({"max_ctr_complexity": complexity} if complexity else {})
+    folds = Folds(make_fold_ids(len(y), 3, "kfold", 0), 3, "toy-folds")
+    result = train(make_model("cat", params), inputs, y, folds, Store(tmp_path))
+    assert seen == [complexity or 4] * 3
+    assert result.cv < np.std(y)
+
 def test_test_rows_are_a_view_when_they_follow_the_training_rows():
     X = model_matrix(_blocks(), ["region"])
     inputs = ModelInput(X=X, categorical=["region"], block_keys={}, n_train=40)
