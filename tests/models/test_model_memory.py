@@ -162,10 +162,9 @@ def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
     assert result.cv < np.std(y)  # and it learned: better than the mean
 
 
-
 @pytest.mark.parametrize("complexity", [None, 1])
 def test_catboost_combines_categoricals_as_configured(complexity, monkeypatch, tmp_path):
-    """``max_ctr_complexity`` reaches CatBoost (avito-full.toml sets 1: no combined categoricals, a third of its
+    """``max_ctr_complexity`` reaches CatBoost (avito-full.toml sets 1: no combined categoricals, a third less
     memory at 50k rows); left out, it is CatBoost's CPU default of 4."""
     import catboost
 
@@ -188,6 +187,7 @@ def test_catboost_combines_categoricals_as_configured(complexity, monkeypatch, t
     result = train(make_model("cat", params), inputs, y, folds, Store(tmp_path))
     assert seen == [complexity or 4] * 3
     assert result.cv < np.std(y)
+
 
 def test_test_rows_are_a_view_when_they_follow_the_training_rows():
     X = model_matrix(_blocks(), ["region"])
