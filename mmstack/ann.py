@@ -99,15 +99,15 @@ class NeighbourIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k_eff = min(k, len(self))
         with _threads(self.num_threads):
-            order = (np.argsort(self._nearest_cluster(queries), kind="stable") if self._clusters is not None
-                     else None)
-            sims, ids = self._index.search(queries if order is None else queries[order], k_eff) if k_eff else (
-                np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64))
-        if order is not None:  # back to the callers' query order and row numbers
-            found = np.where(ids < 0, -1, self._stored[np.maximum(ids, 0)])
-            sims_in_order, ids = np.empty_like(sims), np.empty_like(found)
-            sims_in_order[order], ids[order] = sims, found
-            sims = sims_in_order
+            if not k_eff:
+                sims, ids = np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            elif self._clusters is None:
+                sims, ids = self._index.search(queries, k_eff)
+            else:  # in cluster order, then back to the callers' query order and row numbers
+                order = np.argsort(self._nearest_cluster(queries), kind="stable")
+                found_sims, found = self._index.search(queries[order], k_eff)
+                sims, ids = np.empty_like(found_sims), np.empty_like(found)
+                sims[order], ids[order] = found_sims, np.where(found < 0, -1, self._stored[np.maximum(found, 0)])
         if k_eff < k:
             sims = np.hstack([sims, np.full((len(queries), k - k_eff), -np.inf, np.float32)])
             ids = np.hstack([ids, np.full((len(queries), k - k_eff), -1, np.int64)])

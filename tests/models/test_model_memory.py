@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mmstack.folds import Folds, make_fold_ids
 from mmstack.memory import release
 from mmstack.models import tabular_input
 from mmstack.models.base import ModelInput, model_matrix
@@ -119,12 +120,14 @@ def _watch_fold_rows(monkeypatch) -> list:
     return made
 
 
-def _toy_input(n: int, n_train: int) -> tuple[ModelInput, np.ndarray]:
+def _toy_input(n: int, n_train: int):
+    """A tiny task for one model: its input (``n`` rows, the first ``n_train`` labelled), target and 3 folds."""
     rng = np.random.default_rng(0)
     X = model_matrix([pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
                                     "c": rng.integers(-1, 5, n).astype(np.int32)})], ["c"])
     y = 1 / (1 + np.exp(-X["a"].to_numpy()[:n_train]))
-    return ModelInput(X=X, categorical=["c"], block_keys={"toy": "k1"}, n_train=n_train), y
+    folds = Folds(make_fold_ids(n_train, 3, "kfold", 0), 3, "toy-folds")
+    return ModelInput(X=X, categorical=["c"], block_keys={"toy": "k1"}, n_train=n_train), y, folds
 
 
 @pytest.mark.parametrize("key", ["xgb", "lgb", "cat"])
@@ -135,13 +138,12 @@ def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
     import lightgbm
     import xgboost
 
-    from mmstack.folds import Folds, make_fold_ids
     from mmstack.models.registry import make_model
     from mmstack.store import Store
 
     from ..conftest import train
 
-    inputs, y = _toy_input(1500, 1200)
+    inputs, y, folds = _toy_input(1500, 1200)
     made, alive = _watch_fold_rows(monkeypatch), []
     library, entry = {"xgb": (xgboost, "train"), "lgb": (lightgbm, "train"),
                       "cat": (catboost.CatBoostRegressor, "fit")}[key]
@@ -156,7 +158,6 @@ def test_gbdt_frees_the_fold_rows_once_binned(key, monkeypatch, tmp_path):
         return booster
 
     monkeypatch.setattr(library, entry, spy_train)
-    folds = Folds(make_fold_ids(len(y), 3, "kfold", 0), 3, "toy-folds")
     result = train(make_model(key, {"max_rounds": 50, "early_stopping": 10, "learning_rate": 0.3}), inputs, y, folds, Store(tmp_path))
     assert alive == [False, False, False]
     assert result.cv < np.std(y)  # and it learned: better than the mean
@@ -168,13 +169,12 @@ def test_catboost_combines_categoricals_as_configured(complexity, monkeypatch, t
     memory at 50k rows); left out, it is CatBoost's CPU default of 4."""
     import catboost
 
-    from mmstack.folds import Folds, make_fold_ids
     from mmstack.models.registry import make_model
     from mmstack.store import Store
 
     from ..conftest import train
 
-    inputs, y = _toy_input(600, 500)
+    inputs, y, folds = _toy_input(600, 500)
     seen, fit = [], catboost.CatBoostRegressor.fit
 
     def spy_fit(model, *args, **kwargs):
@@ -183,7 +183,6 @@ def test_catboost_combines_categoricals_as_configured(complexity, monkeypatch, t
 
     monkeypatch.setattr(catboost.CatBoostRegressor, "fit", spy_fit)
     params = {"max_rounds": 30, "early_stopping": 10} | ({"max_ctr_complexity": complexity} if complexity else {})
-    folds = Folds(make_fold_ids(len(y), 3, "kfold", 0), 3, "toy-folds")
     result = train(make_model("cat", params), inputs, y, folds, Store(tmp_path))
     assert seen == [complexity or 4] * 3
     assert result.cv < np.std(y)
@@ -257,14 +256,13 @@ def test_gnn_frees_the_fold_rows_and_holds_no_numbers_for_active_listings(monkey
 
 def test_mlp_frees_the_fold_rows_once_scaled(monkeypatch, tmp_path):
     """While the MLP trains, the fold's copy of its training rows is gone (the scaled tensors hold them)."""
-    from mmstack.folds import Folds, make_fold_ids
     from mmstack.models import mlp
     from mmstack.models.registry import make_model
     from mmstack.store import Store
 
     from ..conftest import train
 
-    inputs, y = _toy_input(600, 500)
+    inputs, y, folds = _toy_input(600, 500)
     made, alive = _watch_fold_rows(monkeypatch), []
     fit_with_params = mlp.fit_with_params
 
@@ -273,7 +271,6 @@ def test_mlp_frees_the_fold_rows_once_scaled(monkeypatch, tmp_path):
         return fit_with_params(net, head, metric, params, seed, train_tensors, *args, **kwargs)
 
     monkeypatch.setattr(mlp, "fit_with_params", spy_fit)
-    folds = Folds(make_fold_ids(len(y), 3, "kfold", 0), 3, "toy-folds")
     result = train(make_model("mlp", {"epochs": 5, "seeds": 1}), inputs, y, folds, Store(tmp_path))
     assert alive == [(False, torch.float16)] * 3, "the rows are gone and their numbers held as float16"
     assert result.cv < np.std(y)
