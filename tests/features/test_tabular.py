@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmstack.features.tabular import counts, period_features, price_vs_group, seller_aggregates
+from mmstack.features.tabular import (counts, group_name, period_features, price_vs_group, price_vs_groups,
+                                     seller_aggregates)
 
 
 def _pool():
@@ -27,6 +28,35 @@ def test_price_vs_group():
     assert f["tab_price_cat_rank"][:3].tolist() == pytest.approx([1 / 3, 1, 2 / 3])
     assert np.isnan(f["tab_price_cat_z"][3]), "a group with one price has no spread"
     assert np.isnan(f["tab_price_cat_diff_mean"][4]), "no price, no difference"
+
+
+def test_price_vs_groups_equals_pandas_groupby_with_ties_missing_prices_and_keys():
+    """The block's polars statistics are pandas' groupby-transform figures: mean, median, std (ddof 1), rank with
+    ties averaged over the priced rows; a missing key is a group of its own, a missing price gets only its group's median."""
+    rng = np.random.default_rng(3)
+    n = 400
+    pool = pd.DataFrame({
+        "category_name": rng.choice(["a", "b", "c", None], n),
+        "city": rng.choice(["x", "y"], n),
+        "image_top_1": rng.choice([1.0, 2.0, np.nan], n),
+        "log_price": np.log1p(rng.choice([0, 100, 100, 250, 1000, 5000, np.nan], n)),  # ties and missing
+    })
+    pool.index = pool.index + 1000  # the result follows the pool's index
+    groups = [["category_name"], ["category_name", "city"], ["image_top_1"]]
+    got = price_vs_groups(pool, groups)
+    assert got.index.equals(pool.index) and got.shape == (n, 5 * len(groups))
+    for cols in groups:
+        grouped = pool["log_price"].groupby([pool[c].astype("string").fillna("<NA>") for c in cols], sort=False)
+        mean, median, std = grouped.transform("mean"), grouped.transform("median"), grouped.transform("std")
+        expected = pd.DataFrame({"diff_mean": pool["log_price"] - mean, "diff_median": pool["log_price"] - median,
+                                 "z": (pool["log_price"] - mean) / std.where(std > 0),
+                                 "rank": grouped.rank(pct=True), "median": median})
+        mine = got[[c for c in got.columns if c.startswith(f"tab_price_{group_name(cols)}_")]]
+        np.testing.assert_allclose(mine.to_numpy(float), expected.to_numpy(float), rtol=1e-12, atol=1e-12)
+    own = got[[c for c in got.columns if not c.endswith("_median") or c.endswith("_diff_median")]]
+    assert own.isna().all(axis=1).equals(pool["log_price"].isna()), "no price, no figures of its own"
+    assert got.filter(like="_median").notna().any(axis=1).all(), "the group's median stays for an unpriced row"
+    assert price_vs_groups(pool, []).shape == (n, 0)
 
 
 def test_counts_and_seller_aggregates():
