@@ -18,12 +18,14 @@ title TF-IDF neighbours + pHash candidates, a pair classifier learned on the oth
 TF-IDF cosine threshold tuned on the other folds, in the same protocol.
 
 Each part is skipped when its folder is absent. Features are cached in ``--work``; the data are read in place,
-never copied. Results go to BENCHMARKS.md (section "products").
+never copied. Results go to BENCHMARKS.md, one section per data set ("products" for Myntra,
+"products-shopee").
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import sys
 import time
@@ -36,6 +38,11 @@ from record import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MYNTRA = ["features.product_images.image_size=160"]  # 224 is native; 160 halves the cost on 2 shared cores
+
+
+def cpu_seconds() -> float:
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def peak_mb() -> float:
@@ -183,22 +190,30 @@ def shopee(folder: Path, work: Path, overrides: list[str]) -> list[str]:
         inputs.fit_metric_features(params["metric_components"], config.seed)
     kit = dup.fold_pools(inputs, labelled, groups[labelled], params) if params["title_metric"] else plain
     candidate_seconds = time.perf_counter() - start_c
-    for method, label in (("tfidf", "title TF-IDF cosine, threshold tuned on other folds (baseline)"),
-                          ("embedding", "product embedding cosine, threshold tuned on other folds"),
-                          ("pairs", "kit: ANN + TF-IDF + pHash (+ title metric) candidates, pair classifier")):
+    two_stages = "kit: ANN + TF-IDF + pHash (+ title metric) candidates, pair classifier, then its scores as a graph"
+    for method, rescore, label in (
+            ("tfidf", False, "title TF-IDF cosine, threshold tuned on other folds (baseline)"),
+            ("embedding", False, "product embedding cosine, threshold tuned on other folds"),
+            ("pairs", False, "kit, one stage: ANN + TF-IDF + pHash (+ title metric) candidates, pair classifier"),
+            ("pairs", True, two_stages)):
         prepared = kit if method == "pairs" else plain
-        result = dup.cross_validate(inputs, labelled, groups[labelled], {**params, "method": method}, prepared)
+        result = dup.cross_validate(inputs, labelled, groups[labelled],
+                                    {**params, "method": method, "rescore": rescore}, prepared)
         m = result.metrics
-        scores[method] = m["score"]
+        scores[method, rescore] = m["score"]
         lines.append(f"| {label} | {m['score']:.4f} | {m['recall@10']:.4f} | {' '.join(f'{s:.3f}' for s in m['folds'])}"
                      f" | {m['pool_size']} | {m['candidate_recall']:.3f} | {m['seconds']:.0f} |")
         print(lines[-1])
-    return ["### Shopee: duplicate finding (titles only; GroupKFold by group, 5 folds)", "",
+    shipped = bool(params["rescore"])
+    return ["Titles only; GroupKFold by group, 5 folds.", "",
             f"{len(labelled)} listings in {len(np.unique(groups[labelled]))} groups; each validation fold is searched "
             f"as one pool. Features (embedding without images: the towers fall back to PCA) {feature_seconds:.0f} s, "
             f"candidate pairs of the five pools {candidate_seconds:.0f} s (the thresholds share one set; the kit's adds "
             "the title metric's neighbours, each pool's metric fitted on the other pools' groups).",
-            "", *lines, "", f"Kit minus baseline: {scores['pairs'] - scores['tfidf']:+.4f}.", ""]
+            "", *lines, "",
+            f"Kit as configured (`duplicates.rescore = {str(shipped).lower()}`) minus baseline: "
+            f"{scores['pairs', shipped] - scores['tfidf', False]:+.4f}; the second stage adds "
+            f"{scores['pairs', True] - scores['pairs', False]:+.4f}.", ""]
 
 
 def main() -> None:
@@ -212,8 +227,8 @@ def main() -> None:
                         help="Myntra labels on which to compare the fusion with other embeddings (none: skip)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
-    body = ["## Products: proxy tasks and duplicates", ""]
-    start = time.perf_counter()
+    sections = {"myntra": ("products", "## Products: proxy tasks (Myntra)"),
+                "shopee": ("products-shopee", "## Products: duplicate finding (Shopee)")}
     for name, part in (("myntra", myntra), ("shopee", shopee)):
         folder = args.shared / name
         if args.only and args.only != name:
@@ -221,13 +236,20 @@ def main() -> None:
         if not (folder / "products.csv").is_file():
             print(f"skipped: no {folder}")
             continue
-        body += (part(folder, args.work / name, args.overrides, tuple(args.compare)) if name == "myntra"
+        start, cpu = time.perf_counter(), cpu_seconds()
+        lines = (part(folder, args.work / name, args.overrides, tuple(args.compare)) if name == "myntra"
                  else part(folder, args.work / name, args.overrides))
-    body.append(f"Total {time.perf_counter() - start:.0f} s, peak memory {peak_mb():.0f} MB "
-                "(`python benchmarks/products.py`).")
-    print("\n".join(body))
-    if not args.no_record and len(body) > 3:
-        write_section("products", "\n".join(body))
+        command = " ".join(["python benchmarks/products.py", f"--only {name}",
+                            *(f"--set {o}" for o in args.overrides),
+                            *(["--compare " + " ".join(args.compare)] if name == "myntra" else [])])
+        section, heading = sections[name]
+        body = [heading, "", f"`{command}`", "", *lines,
+                f"{time.perf_counter() - start:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU (user + system, children "
+                f"included), process peak RSS {peak_mb():.0f} MB so far; load average over the last 15 minutes at "
+                f"the end {os.getloadavg()[2]:.1f} on {os.cpu_count()} cores."]
+        print("\n".join(body))
+        if not args.no_record:
+            write_section(section, "\n".join(body))
 
 
 if __name__ == "__main__":

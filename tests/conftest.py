@@ -79,10 +79,14 @@ def target_data_for(data, n_folds: int = 3, seed: int = 0, name: str | None = No
     from mmstack.folds import target_data
     from mmstack.store import Store
 
-    if store is None:
+    if store is None:  # a folder of its own, removed when the test session ends
+        import atexit
+        import shutil
         import tempfile
 
-        store = Store(tempfile.mkdtemp(prefix="folds-"))
+        folder = tempfile.mkdtemp(prefix="folds-")
+        atexit.register(shutil.rmtree, folder, True)
+        store = Store(folder)
     return target_data(store, data, data.target(name), n_folds=n_folds, seed=seed, **kwargs)
 
 

@@ -34,12 +34,17 @@ log = logging.getLogger(__name__)
 NO_HASH_DISTANCE = 64
 NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 DEFAULTS = {"candidates": 30, "max_hamming": 8, "method": "pairs", "n_folds": 5, "seed": 42, "recall_k": 10,
-            "title_metric": True, "metric_components": 384, "metric_shrink": 0.5, "metric_dim": 384}
+            "title_metric": True, "metric_components": 384, "metric_shrink": 0.5, "metric_dim": 384,
+            "rescore": True}
 FEATURES = ["emb_cos", "emb_rank", "emb_rank_back", "emb_gap", "emb_gap_back", "word_cos", "word_rank",
             "word_rank_back", "word_gap", "word_gap_back", "char_cos", "hamming", "both_images", "numbers_same",
             "numbers_jaccard", "len_ratio", "shared_neighbours", "emb_qe_cos", "word_qe_cos"]
 # pair features of the supervised title metric (:mod:`mmstack.products.title_metric`), when it is used
 METRIC_FEATURES = ["lrn_cos", "lrn_rank", "lrn_rank_back", "lrn_gap", "lrn_gap_back", "lrn_qe_cos"]
+# pair features of the second stage (:func:`rescored`): the first stage's scores seen over the whole pool
+GRAPH_FEATURES = ["g_score", "g_rank", "g_rank_back", "g_gap", "g_gap_back", "g_strong", "g_strong_back",
+                  "g_two_hop", "g_two_hop_strong", "g_two_hop_cos"]
+STRONG = 0.5  # a first-stage score from which a pair counts as a likely match in the graph features
 EXPAND, SHARED_K = 2, 10
 NEGATIVES_PER_POSITIVE = 6  # neighbours added in query expansion; neighbour-list length for shared neighbours
 
@@ -322,6 +327,39 @@ def pair_scores(model, c: Candidates, method: str) -> np.ndarray:
     return 0.5 * (raw + raw[back])
 
 
+def rescored(c: Candidates, scores: np.ndarray, n: int) -> Candidates:
+    """The same pairs with the first stage's (symmetric) scores read as a graph over the pool, next to their own
+    features: the pair's score, where each side ranks the other, how far it falls short of each side's best,
+    how many likely matches (score >= :data:`STRONG`) each side has, and what the two sides' other matches share
+    (sum of score products over common candidates, the same over likely matches, and the cosine of the two score
+    rows). Listings of one product tend to agree on a third; a look-alike is usually a better match elsewhere."""
+    i, j = c.i, c.j
+    graph = sp.csr_matrix((scores.astype(np.float32), (i, j)), shape=(n, n))
+    strong = (graph >= STRONG).astype(np.float32)
+    order = np.lexsort((-scores, i))
+    first = np.searchsorted(i[order], i[order])
+    rank = np.empty(len(i), np.float32)
+    rank[order] = np.arange(len(i)) - first
+    back = np.searchsorted(i * n + j, j * n + i)  # keys are sorted (np.unique) and both directions exist
+    best = np.zeros(n, np.float32)
+    np.maximum.at(best, i, scores.astype(np.float32))
+    n_strong = np.bincount(i, weights=scores >= STRONG, minlength=n).astype(np.float32)
+    two_hop = np.asarray(graph[i].multiply(graph[j]).sum(axis=1)).ravel()
+    norms = np.sqrt(np.asarray(graph.multiply(graph).sum(axis=1)).ravel())
+    feats = {"g_score": scores, "g_rank": rank, "g_rank_back": rank[back], "g_gap": best[i] - scores,
+             "g_gap_back": best[j] - scores, "g_strong": n_strong[i], "g_strong_back": n_strong[j],
+             "g_two_hop": two_hop, "g_two_hop_strong": np.asarray(strong[i].multiply(strong[j]).sum(axis=1)).ravel(),
+             "g_two_hop_cos": two_hop / np.maximum(norms[i] * norms[j], 1e-12)}
+    graph_frame = pd.DataFrame({name: np.asarray(feats[name], np.float32) for name in GRAPH_FEATURES})
+    return Candidates(i, j, pd.concat([c.features.reset_index(drop=True), graph_frame], axis=1))
+
+
+def final_scores(result: "MatchResult", c: Candidates, n: int, method: str) -> np.ndarray:
+    """The decision's pair scores: the pair classifier's, rescored by the second stage when there is one."""
+    scores = pair_scores(result.model, c, method)
+    return scores if result.rescorer is None else pair_scores(result.rescorer, rescored(c, scores, n), method)
+
+
 def match_lists(c: Candidates, scores: np.ndarray, n: int, threshold: float,
                 floor: float = np.inf) -> list[np.ndarray]:
     """Per pool position: itself, then candidates scoring at least ``threshold``, best first; a listing with no
@@ -435,6 +473,7 @@ class MatchResult:
     examples: list[tuple[int, list[int]]] = field(default_factory=list)  # (row id, matched row ids) from CV
     floor: float = np.inf  # a listing with no match keeps its best candidate scoring at least this
     metric: Any = None  # the title metric fitted on every labelled group (GroupMetric), or None
+    rescorer: Any = None  # the second stage over the pair classifier's scores (see :func:`rescored`), or None
 
 
 @dataclass
@@ -478,6 +517,30 @@ def fold_pools(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray,
     return FoldPools(pools, cands)
 
 
+def _fit_decision(train: dict[int, Candidates], groups: dict[int, np.ndarray], p: dict[str, Any]) -> MatchResult:
+    """A decision learned on labelled training pools alone (at least two): the pair classifier on all of them,
+    with ``rescore`` a second stage learned on each pool's first-stage scores from a classifier fitted on the
+    other pools, and the threshold and floor tuned on the last pool as scored by a decision fitted on the rest."""
+    others = list(train)
+    inner, rest = others[-1], others[:-1]
+
+    def fit(cands: dict[int, Candidates], pools: list[int]):
+        return fit_pairs([cands[j] for j in pools], [groups[j] for j in pools], p["seed"])
+
+    if p["rescore"]:
+        sizes = {j: len(groups[j]) for j in others}
+        graphs = {j: rescored(train[j], pair_scores(fit(train, [o for o in others if o != j]), train[j], "pairs"),
+                              sizes[j]) for j in others}
+        tuned_on, inner_scores = graphs[inner], pair_scores(fit(graphs, rest), graphs[inner], "pairs")
+        decision = MatchResult({}, fit(train, others), 0.0, rescorer=fit(graphs, others))
+    else:
+        tuned_on, inner_scores = train[inner], pair_scores(fit(train, rest), train[inner], "pairs")
+        decision = MatchResult({}, fit(train, others), 0.0)
+    decision.threshold = best_threshold(tuned_on, inner_scores, groups[inner])
+    decision.floor = best_floor(tuned_on, inner_scores, groups[inner], decision.threshold)
+    return decision
+
+
 def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray,
                    params: dict[str, Any] | None = None, prepared: FoldPools | None = None) -> MatchResult:
     """GroupKFold CV of matching among ``rows`` (row ids with a group), and the decision fitted on all of them.
@@ -495,28 +558,24 @@ def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray
     metric = uses_metric(inputs, p)
     fold_scores, fold_recalls, thresholds, floors, examples = [], [], [], [], []
     pair_recall = []
+    first_stage = {}  # each pool's pair-classifier scores, out of fold: the final second stage learns from them
     for k in range(n_folds):
         others = [j for j in range(n_folds) if j != k]
-        model = None
+        decision = MatchResult({}, None, 0.0)
         if method == "pairs" and len(others) >= 2:
             train = {j: cands[j] for j in others}
             if metric:  # nested: each training pool embedded by a metric fitted neither on it nor on pool k
                 train = {j: candidates(inputs, rows[pools[j]], p, _learned(
                     inputs, rows, groups, np.concatenate([pools[i] for i in others if i != j]), pools[j], p))
                     for j in others}
-            # threshold on a held-out training pool, scored by a classifier fitted on the remaining ones
-            inner = others[-1]
-            rest = others[:-1]
-            inner_model = fit_pairs([train[j] for j in rest], [pool_groups[j] for j in rest], p["seed"])
-            inner_scores = pair_scores(inner_model, train[inner], method)
-            t = best_threshold(train[inner], inner_scores, pool_groups[inner])
-            floor = best_floor(train[inner], inner_scores, pool_groups[inner], t)
-            model = fit_pairs([train[j] for j in others], [pool_groups[j] for j in others], p["seed"])
+            decision = _fit_decision(train, {j: pool_groups[j] for j in others}, p)
             del train
+            t, floor = decision.threshold, decision.floor
         else:
             ts = [best_threshold(cands[j], pair_scores(None, cands[j], method), pool_groups[j]) for j in others]
             t, floor = float(np.median(ts)), np.inf
-        scores = pair_scores(model, cands[k], method)
+        first_stage[k] = pair_scores(decision.model, cands[k], method)
+        scores = final_scores(decision, cands[k], len(pools[k]), method)
         n = len(pools[k])
         matches = match_lists(cands[k], scores, n, t, floor)
         fold_scores.append(shopee_score(matches, pool_groups[k]))
@@ -530,6 +589,10 @@ def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray
         log.info("duplicates fold %d/%d: score %.4f, recall@%d %.4f (pool %d, threshold %.3f)", k + 1, n_folds,
                  fold_scores[-1], p["recall_k"], fold_recalls[-1], n, t)
     final = fit_pairs(cands, pool_groups, p["seed"]) if method == "pairs" else None
+    final_rescorer = None
+    if method == "pairs" and p["rescore"] and n_folds >= 3:  # each pool's first-stage scores came out of fold
+        final_rescorer = fit_pairs([rescored(cands[k], first_stage[k], len(pools[k])) for k in range(n_folds)],
+                                   pool_groups, p["seed"])
     final_metric = None
     if metric:
         from .title_metric import fit_group_metric
@@ -542,8 +605,9 @@ def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray
                "thresholds": [round(t, 4) for t in thresholds], "seconds": round(time.perf_counter() - start, 2)}
     metrics["floors"] = [round(f, 4) if np.isfinite(f) else None for f in floors]
     metrics["title_metric"] = bool(metric)
+    metrics["rescored"] = final_rescorer is not None
     return MatchResult(metrics, final, float(np.median(thresholds)), examples, float(np.median(floors)),
-                       final_metric)
+                       final_metric, final_rescorer)
 
 
 def _candidate_recall(c: Candidates, groups: np.ndarray) -> float:
@@ -562,5 +626,5 @@ def match_pool(inputs: DuplicateInputs, rows: np.ndarray, result: MatchResult,
     learned = (result.metric.transform(inputs.metric_features[rows])
                if result.metric is not None and inputs.metric_features is not None else None)
     c = candidates(inputs, rows, p, learned)
-    scores = pair_scores(result.model, c, p["method"])
+    scores = final_scores(result, c, len(rows), p["method"])
     return [[int(rows[m]) for m in ms] for ms in match_lists(c, scores, len(rows), result.threshold, result.floor)]

@@ -32,7 +32,8 @@ def test_price_vs_group():
 
 def test_price_vs_groups_equals_pandas_groupby_with_ties_missing_prices_and_keys():
     """The block's polars statistics are pandas' groupby-transform figures: mean, median, std (ddof 1), rank with
-    ties averaged over the priced rows; a missing key is a group of its own, a missing price gets only its group's median."""
+    ties averaged over the priced rows; a missing key is a group of its own, and a row without a price gets only
+    its group's median."""
     rng = np.random.default_rng(3)
     n = 400
     pool = pd.DataFrame({

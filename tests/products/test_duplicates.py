@@ -1,5 +1,6 @@
 """Duplicate finding on a hand-made pool: candidates, Shopee score, recall@k, the nested CV protocol."""
 import numpy as np
+import pandas as pd
 
 from mmstack.products import duplicates as dup
 from mmstack.projection import unit_rows
@@ -130,3 +131,55 @@ def test_title_metric_learns_the_group_axes_and_is_nested(monkeypatch):
     assert shuffled.metrics["score"] < alone + 0.03 < with_metric.metrics["score"] - 0.1
     matches = dup.match_pool(inputs, rows[:20], with_metric, params)
     assert [m[0] for m in matches] == list(range(20))
+
+
+def test_rescored_reads_the_first_stage_scores_as_a_graph():
+    # pool of 4: pairs (0,1), (0,2), (1,2), (2,3) in both directions, keys sorted as candidates() makes them
+    edges = {(0, 1): 0.9, (0, 2): 0.6, (1, 2): 0.8, (2, 3): 0.3}
+    keys = np.unique([i * 4 + j for a, b in edges for i, j in ((a, b), (b, a))])
+    i, j = keys // 4, keys % 4
+    score = np.array([edges[min(a, b), max(a, b)] for a, b in zip(i, j)])
+    c = dup.Candidates(i, j, pd.DataFrame({"emb_cos": np.zeros(len(i), np.float32)}))
+    g = dup.rescored(c, score, 4).features
+    assert list(g.columns) == ["emb_cos", *dup.GRAPH_FEATURES]
+    row = {(a, b): r for r, (a, b) in enumerate(zip(i, j))}
+    r = g.iloc[row[0, 2]]
+    assert r["g_score"] == np.float32(0.6) and r["g_rank"] == 1 and r["g_rank_back"] == 1  # 2's best is 1 (0.8)
+    assert np.isclose(r["g_gap"], 0.3) and np.isclose(r["g_gap_back"], 0.2)
+    assert r["g_strong"] == 2 and r["g_strong_back"] == 2  # 0: 1 and 2; 2: 0 and 1 (0.3 is not >= 0.5)
+    assert np.isclose(r["g_two_hop"], 0.9 * 0.8) and r["g_two_hop_strong"] == 1  # through 1
+    assert np.isclose(r["g_two_hop_cos"], 0.9 * 0.8 / np.sqrt((0.81 + 0.36) * (0.36 + 0.64 + 0.09)))
+    r = g.iloc[row[3, 2]]
+    assert r["g_rank"] == 0 and r["g_rank_back"] == 2 and r["g_two_hop"] == 0 and r["g_strong"] == 0
+
+
+def _chained_pool(n_groups=150, seed=7):
+    """Groups of 3-4 listings along a chain: neighbours in a group are close, its ends far apart, so a
+    listing's far group members are best told by the matches its matches have (seeds 7-10: +0.016 to +0.034)."""
+    rng = np.random.default_rng(seed)
+    emb, groups = [], []
+    for g in range(n_groups):
+        start, step = rng.normal(size=16), rng.normal(size=16)
+        step *= 2.5 / np.linalg.norm(step)
+        for m in range(int(rng.integers(3, 5))):
+            emb.append(start + m * step + 0.4 * rng.normal(size=16))
+            groups.append(f"g{g}")
+    emb = unit_rows(np.asarray(emb, np.float32))
+    inputs = dup.DuplicateInputs(emb, [""] * len(emb), [np.zeros(0, np.int64)] * len(emb)).fit_text()
+    return inputs, np.asarray(groups)
+
+
+def test_second_stage_lifts_chained_groups_and_stays_out_of_fold():
+    inputs, groups = _chained_pool()
+    rows = np.arange(len(groups))
+    params = {"n_folds": 4, "candidates": 10, "title_metric": False}
+    once = dup.cross_validate(inputs, rows, groups, {**params, "rescore": False})
+    twice = dup.cross_validate(inputs, rows, groups, params)
+    assert twice.metrics["rescored"] and twice.rescorer is not None and once.rescorer is None
+    assert twice.metrics["score"] > once.metrics["score"] + 0.01
+    noise = np.random.default_rng(1).permutation(groups)
+    alone = np.mean([dup.shopee_score([np.array([i]) for i in range(len(pool))], noise[pool])
+                     for pool in dup.fold_pools(inputs, rows, noise, params).pools])
+    assert dup.cross_validate(inputs, rows, noise, params).metrics["score"] < alone + 0.03
+    matches = dup.match_pool(inputs, rows[:25], twice, params)
+    assert [m[0] for m in matches] == list(range(25))
