@@ -106,7 +106,7 @@ SETTINGS: dict[str, Setting] = {
     "duplicates.threshold": Setting("float", -1.0, 1.0),  # embedding cosine when no group is labelled
     "duplicates.examples": Setting("int", 0, 100),
     "duplicates.title_metric": Setting("bool"),  # products: supervised title metric learned on labelled groups
-    "duplicates.rescore": Setting("bool"),  # products: a second pair classifier over the first one's scores
+    "duplicates.rescore_min_pool": Setting("int", 0, 10**9),  # products: second stage from this mean pool size
     "duplicates.metric_components": Setting("int", 1, 4096),
     "duplicates.metric_shrink": Setting("float", 0.0, 1.0),
     "duplicates.metric_dim": Setting("int", 1, 4096),

@@ -172,11 +172,13 @@ def _chained_pool(n_groups=150, seed=7):
 def test_second_stage_lifts_chained_groups_and_stays_out_of_fold():
     inputs, groups = _chained_pool()
     rows = np.arange(len(groups))
-    params = {"n_folds": 4, "candidates": 10, "title_metric": False}
-    once = dup.cross_validate(inputs, rows, groups, {**params, "rescore": False})
+    params = {"n_folds": 4, "candidates": 10, "title_metric": False, "rescore_min_pool": 0}
+    once = dup.cross_validate(inputs, rows, groups, {**params, "rescore_min_pool": 10**9})
     twice = dup.cross_validate(inputs, rows, groups, params)
     assert twice.metrics["rescored"] and twice.rescorer is not None and once.rescorer is None
     assert twice.metrics["score"] > once.metrics["score"] + 0.01
+    # the default leaves pools this small (about 130 listings) to one stage
+    assert not dup.cross_validate(inputs, rows, groups, {**params, "rescore_min_pool": 1000}).metrics["rescored"]
     noise = np.random.default_rng(1).permutation(groups)
     alone = np.mean([dup.shopee_score([np.array([i]) for i in range(len(pool))], noise[pool])
                      for pool in dup.fold_pools(inputs, rows, noise, params).pools])
