@@ -357,10 +357,12 @@ def rescored(c: Candidates, scores: np.ndarray, n: int) -> Candidates:
     return Candidates(i, j, pd.concat([c.features.reset_index(drop=True), graph_frame], axis=1))
 
 
-def final_scores(result: "MatchResult", c: Candidates, n: int, method: str) -> np.ndarray:
-    """The decision's pair scores: the pair classifier's, rescored by the second stage when there is one."""
-    scores = pair_scores(result.model, c, method)
-    return scores if result.rescorer is None else pair_scores(result.rescorer, rescored(c, scores, n), method)
+def final_scores(result: "MatchResult", c: Candidates, n: int, method: str,
+                 first: np.ndarray | None = None) -> np.ndarray:
+    """The decision's pair scores: the pair classifier's (``first``, when already computed), rescored by the
+    second stage when there is one."""
+    first = pair_scores(result.model, c, method) if first is None else first
+    return first if result.rescorer is None else pair_scores(result.rescorer, rescored(c, first, n), method)
 
 
 def match_lists(c: Candidates, scores: np.ndarray, n: int, threshold: float,
@@ -580,7 +582,7 @@ def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray
             ts = [best_threshold(cands[j], pair_scores(None, cands[j], method), pool_groups[j]) for j in others]
             t, floor = float(np.median(ts)), np.inf
         first_stage[k] = pair_scores(decision.model, cands[k], method)
-        scores = final_scores(decision, cands[k], len(pools[k]), method)
+        scores = final_scores(decision, cands[k], len(pools[k]), method, first_stage[k])
         n = len(pools[k])
         matches = match_lists(cands[k], scores, n, t, floor)
         fold_scores.append(shopee_score(matches, pool_groups[k]))
