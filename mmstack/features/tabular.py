@@ -69,8 +69,7 @@ def price_vs_groups(pool: pd.DataFrame, groups: list[list[str]]) -> pd.DataFrame
                   ((lp - mean) / pl.when(std > 0).then(std)).alias(f"tab_price_{name}_z"),
                   (lp.rank("average").over(cols) / lp.count().over(cols)).alias(f"tab_price_{name}_rank"),
                   median.alias(f"tab_price_{name}_median")]
-    frame = pl.from_pandas(pool[sorted({c for cols in groups for c in cols} | {"log_price"})])  # NaN -> null
-    return frame.select(exprs).to_pandas().set_axis(pool.index)
+    return _polars_select(pool, {c for cols in groups for c in cols} | {"log_price"}, exprs)
 
 
 def price_vs_group(pool: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -83,9 +82,13 @@ def group_counts(pool: pd.DataFrame, groups: list[list[str]]) -> pd.DataFrame:
     counts (benchmarks/scale.py measures both)."""
     if not groups:
         return pd.DataFrame(index=pool.index)
-    frame = pl.from_pandas(pool[sorted({c for cols in groups for c in cols})])
-    out = frame.select([pl.len().over(cols).alias(f"tab_count_{group_name(cols)}") for cols in groups]).to_pandas()
-    return out.set_axis(pool.index)
+    return _polars_select(pool, {c for cols in groups for c in cols},
+                          [pl.len().over(cols).alias(f"tab_count_{group_name(cols)}") for cols in groups])
+
+
+def _polars_select(pool: pd.DataFrame, columns: set[str], exprs: list[pl.Expr]) -> pd.DataFrame:
+    """``exprs`` evaluated by polars on the pool's ``columns`` (NaN read as null), on the pool's index."""
+    return pl.from_pandas(pool[sorted(columns)]).select(exprs).to_pandas().set_axis(pool.index)
 
 
 def counts(pool: pd.DataFrame, cols: list[str]) -> pd.Series:

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 NO_HASH_DISTANCE = 64
 NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+# The second stage runs when the labelled pools hold at least ``rescore_min_pool`` listings on average: on Shopee's
+# pools of about 3,450 it added 0.003 to the score (4 of 5 folds) for 2.4x the CV time; on small pools the graph
+# has little to add and the embedded default's time is short (0: always, a huge number: never).
 DEFAULTS = {"candidates": 30, "max_hamming": 8, "method": "pairs", "n_folds": 5, "seed": 42, "recall_k": 10,
             "title_metric": True, "metric_components": 384, "metric_shrink": 0.5, "metric_dim": 384,
             "rescore_min_pool": 1000}
@@ -45,9 +48,6 @@ METRIC_FEATURES = ["lrn_cos", "lrn_rank", "lrn_rank_back", "lrn_gap", "lrn_gap_b
 GRAPH_FEATURES = ["g_score", "g_rank", "g_rank_back", "g_gap", "g_gap_back", "g_strong", "g_strong_back",
                   "g_two_hop", "g_two_hop_strong", "g_two_hop_cos"]
 STRONG = 0.5  # a first-stage score from which a pair counts as a likely match in the graph features
-# The second stage runs when the labelled pools hold at least ``rescore_min_pool`` listings on average: on Shopee's
-# pools of about 3,450 it added 0.003 to the score (4 of 5 folds) for 2.4x the CV time; on small pools the graph
-# has little to add and the embedded default's time is short (0: always, a huge number: never).
 EXPAND, SHARED_K = 2, 10
 NEGATIVES_PER_POSITIVE = 6  # neighbours added in query expansion; neighbour-list length for shared neighbours
 
@@ -533,18 +533,17 @@ def _fit_decision(train: dict[int, Candidates], groups: dict[int, np.ndarray], p
     def fit(cands: dict[int, Candidates], pools: list[int]):
         return fit_pairs([cands[j] for j in pools], [groups[j] for j in pools], p["seed"])
 
+    rescorer = None
     if rescore:
-        sizes = {j: len(groups[j]) for j in others}
         graphs = {j: rescored(train[j], pair_scores(fit(train, [o for o in others if o != j]), train[j], "pairs"),
-                              sizes[j]) for j in others}
+                              len(groups[j])) for j in others}
         tuned_on, inner_scores = graphs[inner], pair_scores(fit(graphs, rest), graphs[inner], "pairs")
-        decision = MatchResult({}, fit(train, others), 0.0, rescorer=fit(graphs, others))
+        rescorer = fit(graphs, others)
     else:
         tuned_on, inner_scores = train[inner], pair_scores(fit(train, rest), train[inner], "pairs")
-        decision = MatchResult({}, fit(train, others), 0.0)
-    decision.threshold = best_threshold(tuned_on, inner_scores, groups[inner])
-    decision.floor = best_floor(tuned_on, inner_scores, groups[inner], decision.threshold)
-    return decision
+    threshold = best_threshold(tuned_on, inner_scores, groups[inner])
+    return MatchResult({}, fit(train, others), threshold, floor=best_floor(tuned_on, inner_scores, groups[inner],
+                                                                          threshold), rescorer=rescorer)
 
 
 def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray,
