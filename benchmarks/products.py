@@ -172,13 +172,14 @@ def shopee(folder: Path, work: Path, overrides: list[str]) -> list[str]:
     cache = BlockCache(data, store, config.seed)
     embedding = cache.get(resolve("product_embed"), resolve).dense.to_numpy(np.float32)
     phash = list(cache.outputs["product_images"].extras["phash"])
-    feature_seconds = time.perf_counter() - start
     rows = data.all_rows()
-    inputs = dup.DuplicateInputs(embedding, rows["title"].tolist(), phash).fit_text()
-    groups = data.labels["group"].to_numpy()
-    labelled = np.flatnonzero(data.labels["group"].notna().to_numpy())
     params = {**dup.DEFAULTS, **{k: v for k, v in (config.get("duplicates") or {}).items()
                                   if k in dup.DEFAULTS}, "seed": config.seed}
+    inputs = dup.DuplicateInputs(embedding, rows["title"].tolist(), phash).fit_text().embed_titles(
+        params["title_encoders"])
+    feature_seconds = time.perf_counter() - start
+    groups = data.labels["group"].to_numpy()
+    labelled = np.flatnonzero(data.labels["group"].notna().to_numpy())
     lines = ["| method | score (5-fold) | recall@10 | folds | pool | candidate recall | seconds |",
              "|---|---|---|---|---|---|---|"]
     scores = {}
@@ -208,7 +209,8 @@ def shopee(folder: Path, work: Path, overrides: list[str]) -> list[str]:
     shipped = bool(np.mean([len(pl) for pl in kit.pools]) >= params["rescore_min_pool"])
     return ["Titles only; GroupKFold by group, 5 folds.", "",
             f"{len(labelled)} listings in {len(np.unique(groups[labelled]))} groups; each validation fold is searched "
-            f"as one pool. Features (embedding without images: the towers fall back to PCA) {feature_seconds:.0f} s, "
+            f"as one pool. Features (embedding without images: the towers fall back to PCA; title vectors "
+            f"{' and '.join(params['title_encoders']) or 'none'}) {feature_seconds:.0f} s, "
             f"candidate pairs of the five pools {candidate_seconds:.0f} s (the thresholds share one set; the kit's adds "
             "the title metric's neighbours, each pool's metric fitted on the other pools' groups).",
             "", *lines, "",

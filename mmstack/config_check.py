@@ -35,7 +35,8 @@ class Setting:
         what = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
                 "names": "a list of names", "table": "a table { key = value, ... }"}[self.kind]
         if self.choices:
-            return f"one of {', '.join(repr(c) for c in self.choices)}"
+            listed = ", ".join(repr(c) for c in self.choices)
+            return f"a list of names from {listed}" if self.kind == "names" else f"one of {listed}"
         if self.low is not None and self.high is not None:
             return f"{what} in [{_number(self.low)}, {_number(self.high)}]"
         if self.low is not None:
@@ -54,7 +55,8 @@ class Setting:
         if self.kind == "bool":
             return isinstance(value, bool)
         if self.kind == "names":
-            return isinstance(value, list) and all(isinstance(v, str) for v in value)
+            return isinstance(value, list) and all(isinstance(v, str) and (not self.choices or v in self.choices)
+                                                   for v in value)
         return isinstance(value, dict)
 
 
@@ -108,6 +110,9 @@ SETTINGS: dict[str, Setting] = {
     "duplicates.title_metric": Setting("bool"),  # products: supervised title metric learned on labelled groups
     "duplicates.rescore_min_pool": Setting("int", 0, 10**9),  # products: second stage from this mean pool size
     "duplicates.metric_components": Setting("int", 1, 4096),
+    "duplicates.title_encoders": Setting("names", choices=("use", "e5")),  # products: title sentence vectors
+    "duplicates.tune_pools": Setting("int", 1, 100),  # products: labelled pools the threshold is tuned on
+    "duplicates.closure": Setting("bool"),  # products: may a listing take its sure matches' sure matches
     "duplicates.metric_shrink": Setting("float", 0.0, 1.0),
     "duplicates.metric_dim": Setting("int", 1, 4096),
 }

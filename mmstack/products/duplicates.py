@@ -4,13 +4,14 @@ Within a pool of listings, candidate pairs come from three sources: the ``k`` ne
 embedding in an approximate nearest-neighbour index (:mod:`mmstack.ann`), the ``k`` nearest titles by TF-IDF
 cosine (word and character n-grams), and images whose 64-bit perceptual hashes are within ``max_hamming`` bits.
 Each candidate pair gets similarity features (cosines, ranks both ways, the gap to each side's best neighbour,
-hash distance, agreement of the numbers in the titles, shared neighbours, cosines after query expansion), and a
+hash distance, agreement of the numbers in the titles, shared neighbours, cosines after query expansion, the
+cosine of the titles' pretrained sentence vectors and its gap to each side's best candidate), and a
 small pair classifier (LightGBM) learned on labelled groups scores it. A listing's matches are itself plus the
 candidates whose score clears a threshold, most similar first; a listing left alone keeps its best candidate
-when that clears a lower floor (both tuned on a labelled pool).
+when that clears a lower floor (both tuned on held-out labelled pools).
 
 Evaluation (:func:`cross_validate`) is GroupKFold by group over the labelled rows: each validation fold is a pool
-searched on its own, its classifier is learned on the pools of the other folds and its threshold on one of them
+searched on its own, its classifier is learned on the pools of the other folds and its threshold on some of them
 held out (nested), so no figure reads the groups it scores. Figures: the Shopee score (mean over listings of the
 F1 between predicted and true match sets, the listing itself included) and recall@k (over listings with at least
 one other true match, the share of those matches among its ``k`` best-ranked candidates). The score falls as the
@@ -37,11 +38,15 @@ NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 # pools of about 3,450 it added 0.003 to the score (4 of 5 folds) for 2.4x the CV time; on small pools the graph
 # has little to add and the embedded default's time is short (0: always, a huge number: never).
 DEFAULTS = {"candidates": 30, "max_hamming": 8, "method": "pairs", "n_folds": 5, "seed": 42, "recall_k": 10,
-            "title_metric": True, "metric_components": 384, "metric_shrink": 0.5, "metric_dim": 384,
-            "rescore_min_pool": 1000}
+            "title_metric": True, "metric_components": 768, "metric_shrink": 0.5, "metric_dim": 384,
+            "rescore_min_pool": 1000, "title_encoders": ["use", "e5"], "tune_pools": 2,
+            "closure": True}
+TITLE_ENCODERS = ("use", "e5")  # pretrained sentence encoders that ship their weights (FACTS.md section 5)
 FEATURES = ["emb_cos", "emb_rank", "emb_rank_back", "emb_gap", "emb_gap_back", "word_cos", "word_rank",
             "word_rank_back", "word_gap", "word_gap_back", "char_cos", "hamming", "both_images", "numbers_same",
             "numbers_jaccard", "len_ratio", "shared_neighbours", "emb_qe_cos", "word_qe_cos"]
+# pair features of each title sentence encoder's vectors (:func:`title_vectors`), named "<encoder>_<feature>"
+SENTENCE_FEATURES = ["cos", "gap", "gap_back"]
 # pair features of the supervised title metric (:mod:`mmstack.products.title_metric`), when it is used
 METRIC_FEATURES = ["lrn_cos", "lrn_rank", "lrn_rank_back", "lrn_gap", "lrn_gap_back", "lrn_qe_cos"]
 # pair features of the second stage (:func:`rescored`): the first stage's scores seen over the whole pool
@@ -63,12 +68,20 @@ class DuplicateInputs:
     char: sp.csr_matrix | None = None
     numbers: list[frozenset] = field(default_factory=list)
     metric_features: np.ndarray | None = None  # label-free inputs of the supervised title metric
+    sentences: dict[str, np.ndarray] = field(default_factory=dict)  # unit title vectors per sentence encoder
 
     def fit_metric_features(self, components: int, seed: int) -> "DuplicateInputs":
-        """Compute the title metric's features (title TF-IDF SVD next to the embedding; no labels involved)."""
+        """Compute the title metric's features (title TF-IDF SVD next to the embedding and the title sentence
+        vectors; no labels involved)."""
         from .title_metric import title_features
 
-        self.metric_features = title_features(self.titles, self.embedding, components, seed)
+        dense = np.hstack([np.asarray(self.embedding, np.float32), *self.sentences.values()])
+        self.metric_features = title_features(self.titles, dense, components, seed)
+        return self
+
+    def embed_titles(self, encoders: list[str], num_threads: int | None = None) -> "DuplicateInputs":
+        """Fill :attr:`sentences` with each encoder's unit title vectors (see :func:`title_vectors`)."""
+        self.sentences = title_vectors(self.titles, encoders, num_threads)
         return self
 
     def fit_text(self) -> "DuplicateInputs":
@@ -94,6 +107,23 @@ def _fit_or_empty(vectorizer, texts: list[str]) -> sp.csr_matrix:
 def _unit_rows(mat: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(mat.multiply(mat).sum(axis=1)).ravel())
     return sp.diags(np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 0.0)) @ mat
+
+
+def title_vectors(titles: list[str], encoders: list[str], num_threads: int | None = None) -> dict[str, np.ndarray]:
+    """Unit sentence vectors of the titles (float32 rows; a missing title is a zero row) per encoder name of
+    :data:`TITLE_ENCODERS`. Pretrained and label-free: on Shopee's titles the USE and e5 cosines (pair features
+    and title-metric inputs) lifted the one-stage CV score from 0.861 to 0.866."""
+    from ..errors import ConfigError
+    from ..features.text_embed import embed_texts, make_encoder
+    from ..projection import unit_rows
+
+    unknown = [name for name in encoders if name not in TITLE_ENCODERS]
+    if unknown:
+        raise ConfigError(f"duplicates.title_encoders: unknown encoder(s) {unknown}; known: {list(TITLE_ENCODERS)}")
+    clean = [" ".join(t.split()) if isinstance(t, str) else "" for t in titles]
+    return {name: unit_rows(np.nan_to_num(embed_texts(make_encoder(name, num_threads=num_threads), clean,
+                                                      desc=f"duplicates: {name} title vectors"))).astype(np.float32)
+            for name in encoders}
 
 
 # -- candidates ----------------------------------------------------------------------------------------------
@@ -230,9 +260,10 @@ def _neighbour_features(feats: dict, name: str, cos: np.ndarray, ids: np.ndarray
 
 def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any],
                learned: np.ndarray | None = None) -> Candidates:
-    """Candidate pairs among the rows ``pool`` (row ids), both directions, with :data:`FEATURES`; with
-    ``learned`` (the pool's rows embedded by a title metric fitted on other pools' groups) also its ``k``
-    nearest neighbours and :data:`METRIC_FEATURES`."""
+    """Candidate pairs among the rows ``pool`` (row ids), both directions, with :data:`FEATURES` (and
+    :data:`SENTENCE_FEATURES` per title sentence encoder of ``inputs``); with ``learned`` (the pool's rows
+    embedded by a title metric fitted on other pools' groups) also its ``k`` nearest neighbours and
+    :data:`METRIC_FEATURES`."""
     k = params["candidates"]
     n = len(pool)
     emb = np.ascontiguousarray(inputs.embedding[pool], np.float32)
@@ -276,11 +307,18 @@ def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any]
     feats["shared_neighbours"] = np.asarray(lists[i].multiply(lists[j]).sum(axis=1)).ravel()
     feats["emb_qe_cos"] = _expanded_cos(emb, (e_sims, e_ids), i, j)
     feats["word_qe_cos"] = _expanded_cos(word, (w_sims, w_ids), i, j)
-    names = FEATURES
+    names = list(FEATURES)
+    for name, vectors in inputs.sentences.items():  # each side's best is over its own candidates
+        x = vectors[pool]
+        cos = np.einsum("ij,ij->i", x[i], x[j])
+        best = np.full(n, -1.0, np.float32)
+        np.maximum.at(best, i, cos)
+        feats[f"{name}_cos"], feats[f"{name}_gap"], feats[f"{name}_gap_back"] = cos, best[i] - cos, best[j] - cos
+        names += [f"{name}_{f}" for f in SENTENCE_FEATURES]
     if learned is not None:
         _neighbour_features(feats, "lrn", np.einsum("ij,ij->i", learned[i], learned[j]), l_ids, l_sims, i, j, n, k)
         feats["lrn_qe_cos"] = _expanded_cos(learned, (l_sims, l_ids), i, j)
-        names = FEATURES + METRIC_FEATURES
+        names += METRIC_FEATURES
     frame = pd.DataFrame({name: np.asarray(feats[name], np.float32) for name in names})
     return Candidates(i.astype(np.int64), j.astype(np.int64), frame)
 
@@ -307,7 +345,8 @@ def fit_pairs(cands: list[Candidates], groups: list[np.ndarray], seed: int):
         keep = np.setdiff1d(np.arange(len(y)), drop)
         X, y = X.iloc[keep], y[keep]
     # one thread: OpenMP threads spin when the machine is shared; one thread degrades gently
-    model = lgb.LGBMClassifier(n_estimators=200, learning_rate=0.1, num_leaves=31, min_child_samples=40,
+    # 500 trees at 0.05 over 200 at 0.1: +0.0016 on Shopee with two stages (better on all 5 folds)
+    model = lgb.LGBMClassifier(n_estimators=500, learning_rate=0.05, num_leaves=31, min_child_samples=40,
                                reg_lambda=1.0, subsample=0.8, subsample_freq=1, random_state=seed, n_jobs=1,
                                verbose=-1)
     return model.fit(X, y)
@@ -366,15 +405,21 @@ def final_scores(result: "MatchResult", c: Candidates, n: int, method: str,
 
 
 def match_lists(c: Candidates, scores: np.ndarray, n: int, threshold: float,
-                floor: float = np.inf) -> list[np.ndarray]:
+                floor: float = np.inf, closure: float = np.inf) -> list[np.ndarray]:
     """Per pool position: itself, then candidates scoring at least ``threshold``, best first; a listing with no
-    such candidate keeps its best one when that scores at least ``floor`` (np.inf: never)."""
+    such candidate keeps its best one when that scores at least ``floor`` (np.inf: never). With ``closure``, a
+    listing also matches the near-certain matches (score at least ``closure``) of its own near-certain matches,
+    after its own: listings of one product that its own candidates missed (np.inf: never)."""
     ranked = ranked_lists(c, scores, n)
+    sure = [cand[s >= closure] for cand, s in ranked] if np.isfinite(closure) else None
     out = []
     for i, (cand, s) in enumerate(ranked):
         chosen = cand[s >= threshold]
         if not len(chosen) and len(s) and s[0] >= floor:
             chosen = cand[:1]
+        if sure is not None and len(sure[i]):
+            extra = pd.unique(np.concatenate([sure[b] for b in sure[i]]))
+            chosen = np.r_[chosen, extra[(extra != i) & ~np.isin(extra, chosen)]]
         out.append(np.r_[i, chosen])
     return out
 
@@ -447,14 +492,25 @@ def best_floor(c: Candidates, scores: np.ndarray, groups: np.ndarray, threshold:
     return float(grid[int(np.argmax(gains))])
 
 
-def best_threshold(c: Candidates, scores: np.ndarray, groups: np.ndarray) -> float:
-    """The threshold on pair scores that maximises the Shopee score of one labelled pool."""
+def best_threshold(pools: list[tuple[Candidates, np.ndarray, np.ndarray]]) -> float:
+    """The threshold on pair scores that maximises the Shopee score over labelled pools (candidates, scores,
+    groups), each listing counting once."""
+    scores = np.concatenate([s for _, s, _ in pools])
     grid = np.unique(np.r_[np.quantile(scores, np.linspace(0.0, 1.0, 101)) if len(scores) else [],
                            np.linspace(0.02, 0.98, 49)])
-    results = threshold_scores(c, scores, groups, grid)
+    results = sum(threshold_scores(c, s, g, grid) * len(g) for c, s, g in pools) / sum(len(g) for *_, g in pools)
     # the middle of the best plateau: a small pool often scores the same over a range of thresholds
     best = np.flatnonzero(results >= results.max() - 1e-9)
     return float(np.median(grid[best]))
+
+
+def best_closure(pools: list[tuple[Candidates, np.ndarray, np.ndarray]], threshold: float, floor: float) -> float:
+    """The closure (see :func:`match_lists`) that maximises the Shopee score over labelled pools at ``threshold``
+    and ``floor``; np.inf (off) unless a closure does better."""
+    grid = np.r_[np.inf, np.linspace(max(threshold, 0.5), 0.95, 10)]
+    pooled = [sum(shopee_score(match_lists(c, s, len(g), threshold, floor, closure), g) * len(g) for c, s, g in pools)
+              for closure in grid]
+    return float(grid[int(np.argmax(pooled))])
 
 
 # -- the protocol --------------------------------------------------------------------------------------------
@@ -479,6 +535,7 @@ class MatchResult:
     floor: float = np.inf  # a listing with no match keeps its best candidate scoring at least this
     metric: Any = None  # the title metric fitted on every labelled group (GroupMetric), or None
     rescorer: Any = None  # the second stage over the pair classifier's scores (see :func:`rescored`), or None
+    closure: float = np.inf  # a listing also matches its sure matches' sure matches (scores >= this)
 
 
 @dataclass
@@ -526,24 +583,29 @@ def _fit_decision(train: dict[int, Candidates], groups: dict[int, np.ndarray], p
                   rescore: bool) -> MatchResult:
     """A decision learned on labelled training pools alone (at least two): the pair classifier on all of them,
     with ``rescore`` a second stage learned on each pool's first-stage scores from a classifier fitted on the
-    other pools, and the threshold and floor tuned on the last pool as scored by a decision fitted on the rest."""
+    other pools, and the threshold and floor tuned on the last ``tune_pools`` pools, each scored by a decision
+    fitted on the other training pools."""
     others = list(train)
-    inner, rest = others[-1], others[:-1]
 
     def fit(cands: dict[int, Candidates], pools: list[int]):
         return fit_pairs([cands[j] for j in pools], [groups[j] for j in pools], p["seed"])
+
+    def held_out(cands: dict[int, Candidates]) -> list[tuple[Candidates, np.ndarray, np.ndarray]]:
+        return [(cands[j], pair_scores(fit(cands, [o for o in others if o != j]), cands[j], "pairs"), groups[j])
+                for j in others[-min(p["tune_pools"], len(others) - 1):]]
 
     rescorer = None
     if rescore:
         graphs = {j: rescored(train[j], pair_scores(fit(train, [o for o in others if o != j]), train[j], "pairs"),
                               len(groups[j])) for j in others}
-        tuned_on, inner_scores = graphs[inner], pair_scores(fit(graphs, rest), graphs[inner], "pairs")
+        tuned = held_out(graphs)
         rescorer = fit(graphs, others)
     else:
-        tuned_on, inner_scores = train[inner], pair_scores(fit(train, rest), train[inner], "pairs")
-    threshold = best_threshold(tuned_on, inner_scores, groups[inner])
-    return MatchResult({}, fit(train, others), threshold, floor=best_floor(tuned_on, inner_scores, groups[inner],
-                                                                          threshold), rescorer=rescorer)
+        tuned = held_out(train)
+    threshold = best_threshold(tuned)
+    floor = float(np.median([best_floor(c, s, g, threshold) for c, s, g in tuned]))
+    return MatchResult({}, fit(train, others), threshold, floor=floor, rescorer=rescorer,
+                       closure=best_closure(tuned, threshold, floor) if p["closure"] else np.inf)
 
 
 def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray,
@@ -562,7 +624,7 @@ def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray
     method = p["method"]
     metric = uses_metric(inputs, p)
     rescore = method == "pairs" and n_folds >= 3 and np.mean([len(pl) for pl in pools]) >= p["rescore_min_pool"]
-    fold_scores, fold_recalls, thresholds, floors, examples = [], [], [], [], []
+    fold_scores, fold_recalls, thresholds, floors, closures, examples = [], [], [], [], [], []
     pair_recall = []
     first_stage = {}  # each pool's pair-classifier scores, out of fold: the final second stage learns from them
     for k in range(n_folds):
@@ -576,19 +638,20 @@ def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray
                     for j in others}
             decision = _fit_decision(train, {j: pool_groups[j] for j in others}, p, rescore)
             del train
-            t, floor = decision.threshold, decision.floor
+            t, floor, closure = decision.threshold, decision.floor, decision.closure
         else:
-            ts = [best_threshold(cands[j], pair_scores(None, cands[j], method), pool_groups[j]) for j in others]
-            t, floor = float(np.median(ts)), np.inf
+            ts = [best_threshold([(cands[j], pair_scores(None, cands[j], method), pool_groups[j])]) for j in others]
+            t, floor, closure = float(np.median(ts)), np.inf, np.inf
         first_stage[k] = pair_scores(decision.model, cands[k], method)
         scores = final_scores(decision, cands[k], len(pools[k]), method, first_stage[k])
         n = len(pools[k])
-        matches = match_lists(cands[k], scores, n, t, floor)
+        matches = match_lists(cands[k], scores, n, t, floor, closure)
         fold_scores.append(shopee_score(matches, pool_groups[k]))
         fold_recalls.append(recall_at(ranked_lists(cands[k], scores, n), pool_groups[k], p["recall_k"]))
         pair_recall.append(float(_candidate_recall(cands[k], pool_groups[k])))
         thresholds.append(t)
         floors.append(floor)
+        closures.append(closure)
         if k == 0:
             grouped = [pos for pos in range(n) if len(matches[pos]) > 1][:50]
             examples = [(int(rows[pools[k][pos]]), [int(rows[pools[k][m]]) for m in matches[pos]]) for pos in grouped]
@@ -610,10 +673,11 @@ def cross_validate(inputs: DuplicateInputs, rows: np.ndarray, groups: np.ndarray
                "pool_size": int(np.mean([len(pl) for pl in pools])), "candidate_recall": float(np.mean(pair_recall)),
                "thresholds": [round(t, 4) for t in thresholds], "seconds": round(time.perf_counter() - start, 2)}
     metrics["floors"] = [round(f, 4) if np.isfinite(f) else None for f in floors]
+    metrics["closures"] = [round(f, 4) if np.isfinite(f) else None for f in closures]
     metrics["title_metric"] = bool(metric)
     metrics["rescored"] = final_rescorer is not None
     return MatchResult(metrics, final, float(np.median(thresholds)), examples, float(np.median(floors)),
-                       final_metric, final_rescorer)
+                       final_metric, final_rescorer, float(np.median(closures)))
 
 
 def _candidate_recall(c: Candidates, groups: np.ndarray) -> float:
@@ -633,4 +697,5 @@ def match_pool(inputs: DuplicateInputs, rows: np.ndarray, result: MatchResult,
                if result.metric is not None and inputs.metric_features is not None else None)
     c = candidates(inputs, rows, p, learned)
     scores = final_scores(result, c, len(rows), p["method"])
-    return [[int(rows[m]) for m in ms] for ms in match_lists(c, scores, len(rows), result.threshold, result.floor)]
+    return [[int(rows[m]) for m in ms]
+            for ms in match_lists(c, scores, len(rows), result.threshold, result.floor, result.closure)]

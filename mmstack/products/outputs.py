@@ -82,8 +82,10 @@ def find_duplicates(context: RunContext, embedding: np.ndarray) -> tuple[dict[st
     metrics: dict[str, Any] = {}
     examples: list = []
     if len(labelled) and groups.iloc[labelled].nunique() >= 2:
-        if params["title_metric"] and params["method"] == "pairs":
-            inputs.fit_metric_features(params["metric_components"], context.config.seed)
+        if params["method"] == "pairs":  # pretrained title vectors: pair features and title-metric inputs
+            inputs.embed_titles(params["title_encoders"])
+            if params["title_metric"]:
+                inputs.fit_metric_features(params["metric_components"], context.config.seed)
         result = dup.cross_validate(inputs, labelled, groups.iloc[labelled].to_numpy(), params)
         metrics, examples = result.metrics, result.examples
     else:  # no labelled groups to learn from: embedding cosine at a fixed threshold

@@ -1,7 +1,7 @@
 """A supervised metric for duplicate finding, learned on labelled same-product groups.
 
 Features per listing (label-free): a TruncatedSVD of its title's word and character TF-IDF (fitted on every
-row's title) next to its product embedding. The metric is linear: within-group whitening followed by the
+row's title) next to its product embedding and its title's pretrained sentence vectors (USE, e5). The metric is linear: within-group whitening followed by the
 directions that best separate groups (Fisher's LDA with the within-group scatter shrunk toward the total
 scatter), so that the cosine of two listings of one product rises and that of look-alike products falls. It is
 the closed-form cousin of the ArcFace / softmax-over-groups title encoders of the Shopee winners: on the titles of
@@ -33,7 +33,7 @@ class GroupMetric:
 
 def title_features(titles: list[str], embedding: np.ndarray, components: int, seed: int) -> np.ndarray:
     """Label-free metric features: title TF-IDF (word 1-2-grams, char 2-4-grams) through a TruncatedSVD of
-    ``components``, then the embedding; rows x (components + embedding width), float32."""
+    ``components``, then ``embedding`` (any dense label-free rows); rows x (components + its width), float32."""
     import scipy.sparse as sp
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer

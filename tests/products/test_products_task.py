@@ -178,6 +178,8 @@ def test_bad_settings_and_bad_catalogue_are_one_line_errors(tmp_path):
         Config.load(ROOT / "configs" / "products.toml", ["data.price_bins=1"])
     with pytest.raises(ConfigError, match="duplicates.method"):
         Config.load(ROOT / "configs" / "products.toml", ["duplicates.method=magic"])
+    with pytest.raises(ConfigError, match=r"duplicates.title_encoders.*'use', 'e5'"):
+        Config.load(ROOT / "configs" / "products.toml", ["duplicates.title_encoders=['use', 'bert']"])
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "products.csv").write_text("nm,title,price\n1,a,10\n2,b,-5\n")
