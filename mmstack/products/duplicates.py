@@ -8,7 +8,8 @@ hash distance, agreement of the numbers in the titles, shared neighbours, cosine
 cosine of the titles' pretrained sentence vectors and its gap to each side's best candidate), and a
 small pair classifier (LightGBM) learned on labelled groups scores it. A listing's matches are itself plus the
 candidates whose score clears a threshold, most similar first; a listing left alone keeps its best candidate
-when that clears a lower floor (both tuned on held-out labelled pools).
+when that clears a lower floor, and a listing may also take the near-certain matches of its near-certain matches
+(a closure level; all three tuned on held-out labelled pools).
 
 Evaluation (:func:`cross_validate`) is GroupKFold by group over the labelled rows: each validation fold is a pool
 searched on its own, its classifier is learned on the pools of the other folds and its threshold on some of them
