@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 NO_HASH_DISTANCE = 64
 NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 # The second stage runs when the labelled pools hold at least ``rescore_min_pool`` listings on average: on Shopee's
-# pools of about 3,450 it added 0.003 to the score (4 of 5 folds) for 2.4x the CV time; on small pools the graph
+# pools of about 3,450 it added 0.004 to the score (5 of 5 folds) for 2.1x the CV time; on small pools the graph
 # has little to add and the embedded default's time is short (0: always, a huge number: never).
 DEFAULTS = {"candidates": 30, "max_hamming": 8, "method": "pairs", "n_folds": 5, "seed": 42, "recall_k": 10,
             "title_metric": True, "metric_components": 768, "metric_shrink": 0.5, "metric_dim": 384,
@@ -113,7 +113,7 @@ def _unit_rows(mat: sp.csr_matrix) -> sp.csr_matrix:
 def title_vectors(titles: list[str], encoders: list[str], num_threads: int | None = None) -> dict[str, np.ndarray]:
     """Unit sentence vectors of the titles (float32 rows; a missing title is a zero row) per encoder name of
     :data:`TITLE_ENCODERS`. Pretrained and label-free: on Shopee's titles the USE and e5 cosines (pair features
-    and title-metric inputs) lifted the one-stage CV score from 0.861 to 0.866."""
+    and title-metric inputs) lifted the one-stage CV score from 0.861 to 0.867."""
     from ..errors import ConfigError
     from ..features.text_embed import embed_texts, make_encoder
     from ..projection import unit_rows
