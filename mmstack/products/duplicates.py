@@ -584,25 +584,21 @@ def _fit_decision(train: dict[int, Candidates], groups: dict[int, np.ndarray], p
                   rescore: bool) -> MatchResult:
     """A decision learned on labelled training pools alone (at least two): the pair classifier on all of them,
     with ``rescore`` a second stage learned on each pool's first-stage scores from a classifier fitted on the
-    other pools, and the threshold and floor tuned on the last ``tune_pools`` pools, each scored by a decision
-    fitted on the other training pools."""
+    other pools, and the threshold, floor and closure tuned on the last ``tune_pools`` pools, each scored by a
+    decision fitted on the other training pools."""
     others = list(train)
 
     def fit(cands: dict[int, Candidates], pools: list[int]):
         return fit_pairs([cands[j] for j in pools], [groups[j] for j in pools], p["seed"])
 
-    def held_out(cands: dict[int, Candidates]) -> list[tuple[Candidates, np.ndarray, np.ndarray]]:
-        return [(cands[j], pair_scores(fit(cands, [o for o in others if o != j]), cands[j], "pairs"), groups[j])
-                for j in others[-min(p["tune_pools"], len(others) - 1):]]
+    def apart(cands: dict[int, Candidates], j: int) -> np.ndarray:  # pool j scored by the other pools' classifier
+        return pair_scores(fit(cands, [o for o in others if o != j]), cands[j], "pairs")
 
-    rescorer = None
+    source, rescorer = train, None
     if rescore:
-        graphs = {j: rescored(train[j], pair_scores(fit(train, [o for o in others if o != j]), train[j], "pairs"),
-                              len(groups[j])) for j in others}
-        tuned = held_out(graphs)
-        rescorer = fit(graphs, others)
-    else:
-        tuned = held_out(train)
+        source = {j: rescored(train[j], apart(train, j), len(groups[j])) for j in others}
+        rescorer = fit(source, others)
+    tuned = [(source[j], apart(source, j), groups[j]) for j in others[-min(p["tune_pools"], len(others) - 1):]]
     threshold = best_threshold(tuned)
     floor = float(np.median([best_floor(c, s, g, threshold) for c, s, g in tuned]))
     return MatchResult({}, fit(train, others), threshold, floor=floor, rescorer=rescorer,
