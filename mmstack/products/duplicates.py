@@ -259,6 +259,13 @@ def _neighbour_features(feats: dict, name: str, cos: np.ndarray, ids: np.ndarray
     feats[f"{name}_gap"] = best[i] - cos
     feats[f"{name}_gap_back"] = best[j] - cos
 
+def _gaps_to_best(i: np.ndarray, j: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """How far each pair's ``values`` fall short of the best over each side's own candidate pairs, both ways."""
+    best = np.full(n, -np.inf, np.float32)
+    np.maximum.at(best, i, values.astype(np.float32))
+    return best[i] - values, best[j] - values
+
+
 def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any],
                learned: np.ndarray | None = None) -> Candidates:
     """Candidate pairs among the rows ``pool`` (row ids), both directions, with :data:`FEATURES` (and
@@ -312,9 +319,8 @@ def candidates(inputs: DuplicateInputs, pool: np.ndarray, params: dict[str, Any]
     for name, vectors in inputs.sentences.items():  # each side's best is over its own candidates
         x = vectors[pool]
         cos = np.einsum("ij,ij->i", x[i], x[j])
-        best = np.full(n, -1.0, np.float32)
-        np.maximum.at(best, i, cos)
-        feats[f"{name}_cos"], feats[f"{name}_gap"], feats[f"{name}_gap_back"] = cos, best[i] - cos, best[j] - cos
+        feats[f"{name}_cos"] = cos
+        feats[f"{name}_gap"], feats[f"{name}_gap_back"] = _gaps_to_best(i, j, cos, n)
         names += [f"{name}_{f}" for f in SENTENCE_FEATURES]
     if learned is not None:
         _neighbour_features(feats, "lrn", np.einsum("ij,ij->i", learned[i], learned[j]), l_ids, l_sims, i, j, n, k)
@@ -384,13 +390,12 @@ def rescored(c: Candidates, scores: np.ndarray, n: int) -> Candidates:
     rank = np.empty(len(i), np.float32)
     rank[order] = np.arange(len(i)) - first
     back = np.searchsorted(i * n + j, j * n + i)  # keys are sorted (np.unique) and both directions exist
-    best = np.zeros(n, np.float32)
-    np.maximum.at(best, i, scores.astype(np.float32))
+    gap, gap_back = _gaps_to_best(i, j, scores, n)
     n_strong = np.bincount(i, weights=scores >= STRONG, minlength=n).astype(np.float32)
     two_hop = np.asarray(graph[i].multiply(graph[j]).sum(axis=1)).ravel()
     norms = np.sqrt(np.asarray(graph.multiply(graph).sum(axis=1)).ravel())
-    feats = {"g_score": scores, "g_rank": rank, "g_rank_back": rank[back], "g_gap": best[i] - scores,
-             "g_gap_back": best[j] - scores, "g_strong": n_strong[i], "g_strong_back": n_strong[j],
+    feats = {"g_score": scores, "g_rank": rank, "g_rank_back": rank[back], "g_gap": gap,
+             "g_gap_back": gap_back, "g_strong": n_strong[i], "g_strong_back": n_strong[j],
              "g_two_hop": two_hop, "g_two_hop_strong": np.asarray(strong[i].multiply(strong[j]).sum(axis=1)).ravel(),
              "g_two_hop_cos": two_hop / np.maximum(norms[i] * norms[j], 1e-12)}
     graph_frame = pd.DataFrame({name: np.asarray(feats[name], np.float32) for name in GRAPH_FEATURES})
