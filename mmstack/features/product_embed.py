@@ -29,7 +29,7 @@ class ProductEmbedBlock(FeatureBlock):
     """Contrastive image/text two-tower embedding of each product (see :mod:`mmstack.products.fusion`)."""
 
     name = "product_embed"
-    version = "1"
+    version = "2"  # 2: towers with a PCA-started linear path; image side weighted in the fusion
     depends_on = ("product_images",)
     default_params = {
         "dim": 256,             # embedding width
@@ -38,8 +38,9 @@ class ProductEmbedBlock(FeatureBlock):
         "svd_components": 128,  # TruncatedSVD of title + attributes word and char TF-IDF (0: none)
         "hidden": 512,
         "dropout": 0.2,
+        "image_weight": 0.5,    # fused = unit(image_weight * z_image + z_text)
         "input_noise": 0.1,     # Gaussian noise (share of each input's std) added in training
-        "epochs": 40,
+        "epochs": 25,
         "batch_size": 256,
         "lr": 1e-3,
         "weight_decay": 1e-4,
@@ -49,6 +50,9 @@ class ProductEmbedBlock(FeatureBlock):
 
     def __init__(self, params=None):
         super().__init__(params)
+        weight = self.params["image_weight"]
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 10:
+            raise ConfigError(f"features.product_embed.image_weight must be a number in [0, 10], got {weight!r}")
         self.require_ints({"dim": 2, "max_chars": 0, "svd_components": 0, "hidden": 1, "epochs": 1,
                            "batch_size": 2, "min_pairs": 2, "num_threads": 0})
         if self.params["encoder"] not in ("use", "e5"):

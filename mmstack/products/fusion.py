@@ -2,10 +2,16 @@
 
 Inputs per product: the mean EfficientNet-Lite0 pooled features over its images (1280-d) and its text features
 (:meth:`ProductEmbedder.text_inputs`: USE embeddings of the title and of title + attributes + description, and a
-TruncatedSVD of word and character TF-IDF of title + attributes). Each tower (standardise, dropout, MLP) maps its
-side to ``dim`` dims; the symmetric InfoNCE loss (CLIP's) pulls a product's image and text together and pushes
-them away from the other products' in the batch. The fused embedding is ``unit(unit(z_image) + unit(z_text))``
-(one side alone where the other is missing), L2-normalised.
+TruncatedSVD of word and character TF-IDF of title + attributes). Each tower (standardise, then dropout and an
+MLP beside a linear path that starts as the PCA of the side) maps its side to ``dim`` dims; the symmetric InfoNCE
+loss (CLIP's) pulls a product's image and text together and pushes them away from the other products' in the
+batch. The fused embedding is ``unit(image_weight * unit(z_image) + unit(z_text))`` (one side alone where the
+other is missing).
+
+Why this shape (measured on Myntra, BENCHMARKS.md "Products: proxy tasks"): a plain MLP tower trained for the
+image-text agreement keeps what both sides show and drops what only the text says (Boys/Girls, the exact
+article word), so its fusion lost to the text alone and to the concatenation of the two sides' PCA. The linear
+path keeps each side's principal axes, and weighting the image side by 0.5 lets the title lead, the photo add.
 
 No label is read, so the embedding cannot leak a proxy label. A catalogue with fewer than ``min_pairs`` products
 that have both an image and a text (e.g. Shopee, titles only) cannot train the towers: each tower then becomes
@@ -72,7 +78,9 @@ def lexical_text(rows: pd.DataFrame) -> list[str]:
 
 
 class Tower(nn.Module):
-    """Standardised input -> dropout -> Linear -> GELU -> Linear (``dim``); or a single Linear (the PCA fallback)."""
+    """Standardised input -> dropout -> Linear -> GELU -> Linear (``dim``), plus a linear path (``skip``, started
+    as the PCA of the standardised input) so that what a side says on its own survives the contrastive training;
+    or a single Linear (the PCA fallback)."""
 
     def __init__(self, n_in: int, hidden: int, dim: int, dropout: float, linear: bool = False):
         super().__init__()
@@ -80,19 +88,24 @@ class Tower(nn.Module):
         self.register_buffer("scale", torch.ones(n_in))
         if linear:
             self.body = nn.Sequential(nn.Linear(n_in, dim))
+            self.skip = None
         else:
             self.body = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, dim))
+            self.skip = nn.Linear(n_in, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body((x - self.mean) * self.scale)
+        z = (x - self.mean) * self.scale
+        return self.body(z) if self.skip is None else self.body(z) + self.skip(z)
 
 
 class FusionNet(nn.Module):
     """Two towers and their fusion. ``forward(image, image_present, text, text_present)`` -> unit embeddings; a
     side whose ``*_present`` is 0 is left out of the sum (a product without any input gets zeros)."""
 
-    def __init__(self, text_dim: int, dim: int, hidden: int, dropout: float, linear: bool = False):
+    def __init__(self, text_dim: int, dim: int, hidden: int, dropout: float, linear: bool = False,
+                 image_weight: float = 1.0):
         super().__init__()
+        self.image_weight = float(image_weight)
         self.image = Tower(IMAGE_DIM, hidden, dim, dropout, linear)
         self.text = Tower(text_dim, hidden, dim, dropout, linear)
         self.log_temperature = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
@@ -104,8 +117,12 @@ class FusionNet(nn.Module):
     def forward(self, image: torch.Tensor, image_present: torch.Tensor, text: torch.Tensor,
                 text_present: torch.Tensor) -> torch.Tensor:
         zi, zt = self.towers(image, text)
-        fused = zi * image_present + zt * text_present
-        return nn.functional.normalize(fused, dim=1, eps=1e-8)
+        return self.fuse(zi * image_present, zt * text_present)
+
+    def fuse(self, zi: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
+        """unit(image_weight * z_image + z_text): the titles name what the photos only show, so the text side
+        leads by default."""
+        return nn.functional.normalize(self.image_weight * zi + zt, dim=1, eps=1e-8)
 
 
 def clip_loss(zi: torch.Tensor, zt: torch.Tensor, log_temperature: torch.Tensor) -> torch.Tensor:
@@ -182,7 +199,7 @@ class ProductEmbedder:
     # -- the net --------------------------------------------------------------------------------------------
     def net(self) -> FusionNet:
         p = self.params
-        net = FusionNet(self.text_dim, p["dim"], p["hidden"], p["dropout"], self.linear)
+        net = FusionNet(self.text_dim, p["dim"], p["hidden"], p["dropout"], self.linear, p["image_weight"])
         if self.state:
             net.load_state_dict(self.state)
         return net.eval()
@@ -214,15 +231,16 @@ def _set_scaler(tower: Tower, x: np.ndarray) -> None:
     tower.scale.copy_(torch.as_tensor(np.where(std > 1e-6, 1.0 / np.maximum(std, 1e-6), 0.0), dtype=torch.float32))
 
 
-def _set_pca(tower: Tower, x: np.ndarray, dim: int) -> None:
-    """The tower as the PCA projection of its standardised input (axes beyond the rank give 0)."""
+def _start_tower(tower: Tower, x: np.ndarray, dim: int) -> None:
+    """Standardise the tower's input on ``x`` and start its linear layer (the whole PCA fallback tower, or a
+    trained tower's linear path) as the PCA projection of the standardised input (axes beyond the rank give 0)."""
     _set_scaler(tower, x)
     z = ((torch.as_tensor(x, dtype=torch.float32) - tower.mean) * tower.scale).numpy()
-    k = min(dim, z.shape[1])
+    k = min(dim, z.shape[1], len(z))
     _, _, axes = pca_fit(z, np.arange(len(z)), k)
     weight = np.zeros((dim, z.shape[1]), np.float32)
     weight[:k] = axes.T
-    linear = tower.body[0]
+    linear = tower.body[0] if tower.skip is None else tower.skip
     with torch.no_grad():
         linear.weight.copy_(torch.as_tensor(weight))
         linear.bias.copy_(torch.as_tensor(-(weight @ z.mean(axis=0)), dtype=torch.float32))
@@ -238,26 +256,29 @@ def fit_embedder(params: dict[str, Any], rows: pd.DataFrame, image: np.ndarray, 
     embedder.text_dim = text.shape[1]
     both = np.flatnonzero((image_present > 0) & (text_present > 0))
     embedder.linear = len(both) < params["min_pairs"]
-    torch.manual_seed(seed)
-    net = FusionNet(embedder.text_dim, params["dim"], params["hidden"], params["dropout"], embedder.linear)
-    img_rows = np.flatnonzero(image_present > 0)
-    txt_rows = np.flatnonzero(text_present > 0)
     if embedder.linear:
         log.warning("product_embed: %d products with both an image and a text (< min_pairs %d): towers are PCA "
                     "projections, not trained", len(both), params["min_pairs"])
-        with torch.no_grad():
-            if len(img_rows) > 1:
-                _set_pca(net.image, image[img_rows], params["dim"])
-            if len(txt_rows) > 1:
-                _set_pca(net.text, text[txt_rows], params["dim"])
-    else:
-        with torch.no_grad():
-            _set_scaler(net.image, image[img_rows])
-            _set_scaler(net.text, text[txt_rows])
+    net = _started_net(embedder, params, image, image_present, text, text_present, seed)
+    if not embedder.linear:
         embedder.history = _train(net, image[both], text[both], params, seed)
     embedder.state = copy.deepcopy(net.state_dict())
     fused = embedder.embed(image, image_present, text, text_present)
     return embedder, text, text_present, fused
+
+
+def _started_net(embedder: ProductEmbedder, params: dict[str, Any], image: np.ndarray, image_present: np.ndarray,
+                 text: np.ndarray, text_present: np.ndarray, seed: int) -> FusionNet:
+    """A new fusion net whose towers are standardised on the rows that have their side and whose linear layers
+    start as that side's PCA (label-free: every row's inputs, no label)."""
+    torch.manual_seed(seed)
+    net = FusionNet(embedder.text_dim, params["dim"], params["hidden"], params["dropout"], embedder.linear,
+                    params["image_weight"])
+    for tower, x, present in ((net.image, image, image_present), (net.text, text, text_present)):
+        rows = np.flatnonzero(present > 0)
+        if len(rows) > 1:
+            _start_tower(tower, x[rows], params["dim"])
+    return net
 
 
 def _train(net: FusionNet, image: np.ndarray, text: np.ndarray, params: dict[str, Any], seed: int,
@@ -288,7 +309,7 @@ def _train(net: FusionNet, image: np.ndarray, text: np.ndarray, params: dict[str
                 zi, zt = net.towers(bi, bt)
                 loss = clip_loss(zi, zt, net.log_temperature)
                 if heads:
-                    fused = nn.functional.normalize(zi + zt, dim=1, eps=1e-8)
+                    fused = net.fuse(zi, zt)
                     for head, layer in zip(heads, layers):
                         y = head.codes[idx]
                         if bool((y >= 0).any()):  # -1: the row has no such label
@@ -322,11 +343,7 @@ def supervised_embedder(embedder: ProductEmbedder, image: np.ndarray, image_pres
     train = np.intersect1d(both, rows)
     if embedder.linear or len(train) < params["min_pairs"]:
         return None
-    torch.manual_seed(seed)
-    net = FusionNet(embedder.text_dim, params["dim"], params["hidden"], params["dropout"], False)
-    with torch.no_grad():
-        _set_scaler(net.image, image[np.flatnonzero(image_present > 0)])
-        _set_scaler(net.text, text[np.flatnonzero(text_present > 0)])
+    net = _started_net(embedder, params, image, image_present, text, text_present, seed)
     heads = [LabelHead.of(codes[train], n_classes, class_power) for codes, n_classes in labels.values()]
     history = _train(net, image[train], text[train], params, seed, heads)
     out = copy.copy(embedder)

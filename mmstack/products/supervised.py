@@ -39,6 +39,13 @@ def label_codes(targets, n_rows: int) -> dict[str, tuple[np.ndarray, int]]:
     return out
 
 
+def labelled_rows(labels: dict[str, tuple[np.ndarray, int]]) -> np.ndarray:
+    """Rows with at least one label (of :func:`label_codes`)."""
+    if not labels:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.any([c >= 0 for c, _ in labels.values()], axis=0))
+
+
 def tower_inputs(embed_output, images_output, n_rows: int) -> tuple[np.ndarray, ...]:
     """The towers' inputs of every row from the blocks: image, image_present, text, text_present."""
     if images_output is not None:
@@ -66,7 +73,7 @@ def final_embedder(config, targets, embed_output, images_output) -> ProductEmbed
         return embedder
     n = len(embed_output.extras["text"])
     labels = label_codes(targets, n)
-    rows = np.flatnonzero(np.any([c >= 0 for c, _ in labels.values()], axis=0)) if labels else np.zeros(0, int)
+    rows = labelled_rows(labels)
     fitted = _fit(embedder, tower_inputs(embed_output, images_output, n), labels, rows,
                   config.get("proxy") or {}, config.seed) if len(rows) else None
     return fitted or embedder
@@ -97,7 +104,7 @@ def nested_embeddings(context) -> tuple[np.ndarray, list[np.ndarray]] | None:
     labels = label_codes([r.data for r in context.runs], n)
     if not labels:
         return None
-    labelled = np.flatnonzero(np.any([c >= 0 for c, _ in labels.values()], axis=0))
+    labelled = labelled_rows(labels)
     params = context.config.get("proxy") or {}
     fold = nested_folds(context.data.all_rows(), labelled, int(context.config.get("folds.n_folds") or 5),
                         context.config.seed)
