@@ -270,8 +270,8 @@ def main() -> None:
     args.budget = {k: float(v) for k, v in (b.split("=", 1) for b in args.budget)}
     args.work.mkdir(parents=True, exist_ok=True)
     ag_python = autogluon_python(args.work)
-    cases = []
-    for case in args.cases:
+    cases: list[dict] = []
+    for i, case in enumerate(args.cases):
         if case.startswith("avito-"):
             cases.append(avito_case(int(case.split("-", 1)[1]), args, ag_python))
         elif case == "flickr8k":
@@ -281,6 +281,11 @@ def main() -> None:
             cases.append(flickr_case(args, ag_python))
         else:
             raise SystemExit(f"unknown case {case!r} (avito-ROWS or flickr8k)")
+        # written after every case: a run stopped in a later case keeps the figures of the finished ones
+        publish("peers", section(args, cases, pending=args.cases[i + 1:]), record=not args.no_record)
+
+
+def section(args, cases: list[dict], pending: list[str]) -> str:
     lines = ["## The kit against AutoGluon (peer benchmark)", "",
              f"`python benchmarks/peers.py --cases {' '.join(args.cases)} --outer-folds {args.outer_folds}"
              f"{''.join(' --budget ' + f'{k}={v:g}' for k, v in args.budget.items())}`: the kit "
@@ -291,9 +296,10 @@ def main() -> None:
              "each tool's whole process, start to exit (data loading included); peak memory is the process's max RSS "
              "with its children. Scores are on the held-out part; figures are means over the outer folds. Goal: "
              "ratio kit/AutoGluon at most 0.97 (RMSE) or 0.94 (MSE), and kit seconds at most AutoGluon's.", "",
-             *table(cases)]
-    text = "\n".join(lines)
-    publish("peers", text, record=not args.no_record)
+             *table(cases),
+             *(["", "Not run yet when this was written (the run goes on case by case, or was stopped): "
+                + ", ".join(pending) + "."] if pending else [])]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
