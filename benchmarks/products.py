@@ -137,8 +137,8 @@ def myntra(folder: Path, work: Path, overrides: list[str], compare_labels: tuple
     compared = [t for t in targets if t.target.name in compare_labels]
     compare = comparison_embeddings(cache, config.block_params("product_embed").get("dim", 256)) if compared else {}
     # the same folds as the kit's nested supervised embedding, so that every row of this table is side by side
-    fold = nested_folds(data.all_rows(), labelled_rows(label_codes(targets, len(rows))), config.get("folds.n_folds") or 5,
-                        config.seed)
+    labelled = labelled_rows(label_codes(targets, len(rows)))
+    fold = nested_folds(data.all_rows(), labelled, config.get("folds.n_folds") or 5, config.seed)
     comp_lines = ["| embedding (width) | " + " | ".join(t.target.name for t in compared) + " |",
                   "|---|" + "---|" * len(compared)]
     for label, X in compare.items():
