@@ -117,11 +117,12 @@ def title_vectors(titles: list[str], encoders: list[str], num_threads: int | Non
     from ..errors import ConfigError
     from ..features.text_embed import embed_texts, make_encoder
     from ..projection import unit_rows
+    from .fusion import title_lines
 
     unknown = [name for name in encoders if name not in TITLE_ENCODERS]
     if unknown:
         raise ConfigError(f"duplicates.title_encoders: unknown encoder(s) {unknown}; known: {list(TITLE_ENCODERS)}")
-    clean = [" ".join(t.split()) if isinstance(t, str) else "" for t in titles]
+    clean = title_lines(titles)
     return {name: unit_rows(np.nan_to_num(embed_texts(make_encoder(name, num_threads=num_threads), clean,
                                                       desc=f"duplicates: {name} title vectors"))).astype(np.float32)
             for name in encoders}
@@ -246,7 +247,6 @@ class Candidates:
     features: pd.DataFrame
 
 
-
 def _neighbour_features(feats: dict, name: str, cos: np.ndarray, ids: np.ndarray, sims: np.ndarray,
                         i: np.ndarray, j: np.ndarray, n: int, k: int) -> None:
     """One source's pair features: the pair's cosine, each side's rank of the other among its neighbours, and
@@ -258,6 +258,7 @@ def _neighbour_features(feats: dict, name: str, cos: np.ndarray, ids: np.ndarray
     feats[f"{name}_rank_back"] = _ranks(table, j, i, n, k)
     feats[f"{name}_gap"] = best[i] - cos
     feats[f"{name}_gap_back"] = best[j] - cos
+
 
 def _gaps_to_best(i: np.ndarray, j: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """How far each pair's ``values`` fall short of the best over each side's own candidate pairs, both ways."""

@@ -71,6 +71,11 @@ def product_text(rows: pd.DataFrame, max_chars: int) -> list[str]:
     return out
 
 
+def title_lines(titles) -> list[str]:
+    """Each title on one line with single spaces; "" where it is missing."""
+    return [" ".join(t.split()) if isinstance(t, str) else "" for t in titles]
+
+
 def lexical_text(rows: pd.DataFrame) -> list[str]:
     """Title and attributes, the words a TF-IDF of the product should see."""
     return [" ".join(t for t in (title, attrs) if isinstance(t, str)) for title, attrs in
@@ -151,7 +156,7 @@ class ProductEmbedder:
 
         p = self.params
         encoder = encoder or make_encoder(p["encoder"], num_threads=p["num_threads"] or None)
-        titles = [" ".join(t.split()) if isinstance(t, str) else "" for t in rows["title"]]
+        titles = title_lines(rows["title"])
         full = product_text(rows, p["max_chars"])
         vectors = embed_texts(encoder, titles + full, desc="product_embed text")
         n = len(rows)

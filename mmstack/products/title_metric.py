@@ -1,13 +1,13 @@
 """A supervised metric for duplicate finding, learned on labelled same-product groups.
 
-Features per listing (label-free): a TruncatedSVD of its title's word and character TF-IDF (fitted on every
-row's title) next to its product embedding and its title's pretrained sentence vectors (USE, e5). The metric is linear: within-group whitening followed by the
-directions that best separate groups (Fisher's LDA with the within-group scatter shrunk toward the total
-scatter), so that the cosine of two listings of one product rises and that of look-alike products falls. It is
-the closed-form cousin of the ArcFace / softmax-over-groups title encoders of the Shopee winners: on the titles of
-the developer copy a trained sparse ArcFace encoder scored no better and took minutes per fit, this takes
-seconds, which matters because the duplicates CV fits it once per pool pair (nested: never on the pool it
-scores, see :func:`mmstack.products.duplicates.cross_validate`).
+Features per listing (label-free): a TruncatedSVD of its title's word and character TF-IDF (fitted on every row's
+title) next to its product embedding and its title's pretrained sentence vectors (USE, e5). The metric is linear:
+within-group whitening followed by the directions that best separate groups (Fisher's LDA with the within-group
+scatter shrunk toward the total scatter), so that the cosine of two listings of one product rises and that of
+look-alike products falls. It is the closed-form cousin of the ArcFace / softmax-over-groups title encoders of the
+Shopee winners: on the titles of the developer copy a trained sparse ArcFace encoder scored no better and took
+minutes per fit, this takes seconds, which matters because the duplicates CV fits it once per pool pair (nested:
+never on the pool it scores, see :func:`mmstack.products.duplicates.cross_validate`).
 """
 from __future__ import annotations
 
