@@ -78,3 +78,19 @@ def test_flickr_outer_fold_is_a_relevance_folder_without_the_held_out_scores(tmp
     assert set(zip(data.test["image"], data.test["query_id"])) == set(zip(held["image"], held["query_id"]))
     written = pd.read_csv(inp / "ExpertAnnotations.tsv", sep="\t", header=None)
     assert len(written) == len(fit_pos) and not set(written[0]) & set(held["image"])
+
+
+def test_autogluon_gets_label_free_blocks_and_the_informational_fit_every_block():
+    given = peers.autogluon_blocks(["pair_match", "caption_bridge", "target_encoding", "text_tfidf"])
+    assert given[""] == ["pair_match", "text_tfidf"]
+    assert given["all"] == ["pair_match", "caption_bridge", "target_encoding", "text_tfidf"]
+
+
+def test_table_adds_an_informational_row_per_extra_autogluon_fit():
+    case = {"case": "Flickr8k", "metric": "MSE", "budget": 300, "outer": 1, "n_fit": 80, "n_held": 20,
+            "kit": 0.030, "ag": 0.035, "kit_s": 50, "ag_s": 60, "kit_mb": 1, "ag_mb": 1,
+            "ag_all": 0.029, "ag_all_s": 70, "ag_all_mb": 2}
+    goal, extra = peers.table([case])[2:]
+    assert goal.startswith("| Flickr8k |") and "| 0.857 |" in goal and goal.endswith("| yes |")
+    assert extra.startswith("| Flickr8k: AutoGluon also given caption_bridge (informational) |")
+    assert "| 0.0290 | 1.034 |" in extra and "| 70 | 0.71 |" in extra and extra.endswith("| n/a |")
