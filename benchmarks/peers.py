@@ -168,6 +168,7 @@ def avito_case(rows: int, args, ag_python: Path) -> dict:
                         "--out", str(data)], check=True, env=kit_env(), cwd=ROOT)
     full = pd.read_csv(data / "train.csv")
     budget = args.budget.get(case, AVITO_BUDGET.get(rows, 300))
+    excluded = AVITO_AG_EXCLUDE.get(rows)
     folds = []
     for k, (fit_pos, held_pos) in enumerate(outer_splits(full["user_id"].to_numpy(), args.outer_folds)):
         case_dir = fresh_case_dir(args, case, k)
@@ -183,8 +184,7 @@ def avito_case(rows: int, args, ag_python: Path) -> dict:
             lambda d, inp=inp: {"": (inp / "train.csv", inp / "test.csv")},
             "deal_probability", ["item_id", "image"], len(fit), held["deal_probability"].to_numpy(float),
             lambda kit_dir, held=held: kit_predictions(kit_dir, ["item_id"], held, "deal_probability"), "RMSE",
-            AVITO_AG_EXCLUDE.get(rows)))
-    excluded = AVITO_AG_EXCLUDE.get(rows)
+            excluded))
     name = f"generated Avito, {rows:,} training rows"
     return summarise(name + (f" (AutoGluon without {', '.join(excluded)})" if excluded else ""), "RMSE", budget, folds)
 
@@ -337,9 +337,8 @@ def section(args, cases: list[dict], pending: list[str]) -> str:
              "(caption_bridge, fitted out of fold on the training captions), which is the kit's modelling like its "
              "target encodings, not handed over in Avito. At 100,000 rows AutoGluon's random forests (RF, XT) are "
              "left out: on the text columns they ran past its time limit by more than twice (autogluon#3904). "
-             "Seconds are "
-             "each tool's whole process, start to exit (data loading included); peak memory is the process's max RSS "
-             "with its children. Scores are on the held-out part; figures are means over the outer folds. Goal: "
+             "Seconds are each tool's whole process, start to exit (data loading included); peak memory is the "
+             "process's max RSS with its children. Scores are on the held-out part; figures are means over the outer folds. Goal: "
              "ratio kit/AutoGluon at most 0.97 (RMSE) or 0.94 (MSE), and kit seconds at most AutoGluon's.", "",
              *table(cases),
              *(["", "Not run yet when this was written (the run goes on case by case, or was stopped): "
