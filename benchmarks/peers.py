@@ -120,6 +120,11 @@ def kit_predictions(workdir: Path, keys: list[str], held: pd.DataFrame, value_co
     return pred.to_numpy(float)
 
 
+def ag_key(variant: str) -> str:
+    """The fold figures' key of one AutoGluon fit: "ag" for the case's goal (variant ""), else "ag_<variant>"."""
+    return "ag" + (f"_{variant}" if variant else "")
+
+
 def run_both(case: str, k: int, case_dir: Path, config: str, budget: float, args, ag_python: Path,
              ag_tables: Callable[[Path], dict[str, tuple[Path, Path]]], label: str, drop: list[str], n_fit: int,
              held_truth: np.ndarray, read_kit: Callable[[Path], np.ndarray], metric: str,
@@ -137,7 +142,7 @@ def run_both(case: str, k: int, case_dir: Path, config: str, budget: float, args
     fold = {"kit": score(held_truth, np.clip(read_kit(case_dir / "kit"), 0, 1)), "kit_s": kit.seconds,
             "kit_mb": kit.peak_mb, "n_fit": float(n_fit), "n_held": float(len(held_truth))}
     for variant, (train_csv, test_csv) in ag_tables(case_dir).items():
-        name = "ag" + (f"_{variant}" if variant else "")
+        name = ag_key(variant)
         pred_csv, model_dir = case_dir / f"{name}_pred.csv", case_dir / name
         ag = run_timed([str(ag_python), str(ROOT / "benchmarks" / "peers_autogluon.py"), str(train_csv),
                         str(test_csv), label, str(pred_csv), "--time-limit", str(budget), "--presets", args.presets,
@@ -253,7 +258,7 @@ def write_flickr_outer(src: Path, fit: pd.DataFrame, held: pd.DataFrame, inp: Pa
 
 def flickr_case(args, ag_python: Path) -> dict:
     """Flickr8k relevance: outer split by image (the held-out images' pairs are the test pairs); AutoGluon on
-    the kit's pair features."""
+    the query text and the kit's pair features (:func:`flickr_pair_features`)."""
     pairs = pd.read_csv(args.data / "train_dataset.csv")
     budget = args.budget.get("flickr8k", FLICKR_BUDGET)
     folds = []
@@ -282,8 +287,8 @@ def table(cases: list[dict]) -> list[str]:
              "AutoGluon s | time ratio | kit peak MB | AutoGluon peak MB | goal met |",
              "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for c in cases:
-        for variant in ("", *[v for v in EXTRA_AG if f"ag_{v}" in c]):
-            ag = "ag" + (f"_{variant}" if variant else "")
+        for variant in ("", *[v for v in EXTRA_AG if ag_key(v) in c]):
+            ag = ag_key(variant)
             ratio, time_ratio = c["kit"] / c[ag], c["kit_s"] / c[f"{ag}_s"]
             goal = ratio <= (0.97 if c["metric"] == "RMSE" else 0.94) and time_ratio <= 1.0
             name = f"{c['case']}: {EXTRA_AG[variant]}" if variant else c["case"]
